@@ -1,0 +1,931 @@
+#!/usr/bin/env python3
+"""pyfunc benchmark suite: one command, see bench/README.md.
+
+    python3 bench/run.py            # full run (~15-20 min on 2 cores)
+    python3 bench/run.py --quick    # CI smoke run (< ~2 min once the venvs are cached)
+
+It builds one venv per server (cached, keyed on the pins), starts each server the way its docs
+say, checks that it answers correctly, drives it with wrk over loopback (load generator and
+server pinned to different cores), and writes bench/results/latest.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import hashlib
+import http.client
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+SERVERS_DIR = BENCH / "servers"
+LUA = BENCH / "wrk" / "request.lua"
+CACHE = Path(os.environ.get("PYFUNC_CACHE", Path.home() / ".cache" / "pyfunc")) / "bench"
+VENVS = CACHE / "venvs"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_KB = 1
+
+# Every waitress-based server (raw limit, Flask + SDK, pyfunc) runs with this many threads.
+# 4 is waitress' own default. functions-framework and func-python keep their documented
+# defaults (gunicorn gthread, 1 worker x 4*cpu_count threads; Hypercorn asyncio, 1 process).
+THREADS = 4
+
+# ---------------------------------------------------------------------------------------------
+# Servers
+# ---------------------------------------------------------------------------------------------
+
+# Exact pins, resolved on PyPI when the suite was written (see README). Transitive versions
+# actually installed are recorded in latest.json ("versions").
+SERVERS = {
+    "raw": {
+        "label": "raw waitress (limit)",
+        "reqs": ["waitress==3.0.2"],
+        "replies": True,
+        "batch": True,
+    },
+    "pyfunc": {
+        "label": "pyfunc (this repo)",
+        "reqs": ["@repo"],
+        "replies": True,
+        "batch": True,
+    },
+    "funcpy": {
+        "label": "func-python 0.8.1",
+        "reqs": ["func-python==0.8.1", "hypercorn==0.17.3", "cloudevents==2.2.0"],
+        "replies": True,
+        "batch": False,
+    },
+    "ff": {
+        "label": "functions-framework 3.10.2",
+        "reqs": ["functions-framework==3.10.2"],
+        "replies": False,  # a cloud_event function cannot return a reply event
+        "batch": False,
+    },
+    "flask": {
+        "label": "Flask+SDK on waitress",
+        "reqs": ["flask==3.1.3", "waitress==3.0.2", "cloudevents==1.13.0"],
+        "replies": True,
+        "batch": False,
+    },
+    "pyfunc010": {
+        "label": "pyfunc-invoker 0.1.0",
+        "reqs": ["pyfunc-invoker==0.1.0", "markupsafe==2.0.1"],
+        "replies": True,
+        "batch": False,
+    },
+}
+ORDER = ["raw", "pyfunc", "funcpy", "ff", "flask", "pyfunc010"]
+
+
+def venv_python(name: str) -> Path:
+    return VENVS / name / "bin" / "python"
+
+
+def server_command(name: str, mode: str, port: int) -> tuple[list[str], dict, Path]:
+    """argv, extra env and cwd to start server `name` in `mode` ('hello' or 'ce')."""
+    py = str(venv_python(name))
+    env = {"PORT": str(port), "PYTHONUNBUFFERED": "1"}
+    if name == "raw":
+        env.update(BENCH_MODE=mode, BENCH_THREADS=str(THREADS))
+        return [py, str(SERVERS_DIR / "raw" / "app.py")], env, SERVERS_DIR / "raw"
+    if name == "flask":
+        env.update(BENCH_MODE=mode, BENCH_THREADS=str(THREADS))
+        return [py, str(SERVERS_DIR / "flask_sdk" / "app.py")], env, SERVERS_DIR / "flask_sdk"
+    if name == "pyfunc":
+        env.update(PYFUNC_THREADS=str(THREADS))
+        d = SERVERS_DIR / "pyfunc" / mode
+        return [py, "-m", "pyfunc", str(d)], env, d
+    if name == "pyfunc010":
+        d = SERVERS_DIR / "pyfunc010" / mode
+        return [py, "-m", "pyfunc", str(d)], env, d
+    if name == "ff":
+        exe = str(VENVS / name / "bin" / "functions-framework")
+        target = "hello" if mode == "hello" else "echo"
+        d = SERVERS_DIR / "ff"
+        argv = [exe, f"--target={target}", f"--source={d / 'main.py'}",
+                "--host=127.0.0.1", f"--port={port}"]
+        return argv, env, d
+    if name == "funcpy":
+        env["LISTEN_ADDRESS"] = f"127.0.0.1:{port}"
+        d = SERVERS_DIR / "funcpy" / mode
+        return [py, str(d / "main.py")], env, d
+    raise KeyError(name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenarios
+# ---------------------------------------------------------------------------------------------
+
+SIZES = {"100B": 100, "10KB": 10 * 1024, "1MB": 1024 * 1024}
+
+
+def payload(nbytes: int) -> dict:
+    """A JSON object whose serialisation (json.dumps) is `nbytes` long."""
+    base = len(json.dumps({"msg": ""}))
+    return {"msg": "x" * max(0, nbytes - base)}
+
+
+def make_event(i: int, data) -> dict:
+    return {
+        "specversion": "1.0",
+        "id": f"bench-{i}",
+        "source": "/bench/client",
+        "type": "bench.request",
+        "datacontenttype": "application/json",
+        "data": data,
+    }
+
+
+def build_request(kind: str, size: str) -> tuple[str, dict, bytes]:
+    if kind == "hello":
+        return "GET", {}, b""
+    data = payload(SIZES[size])
+    if kind == "binary":
+        headers = {
+            "ce-specversion": "1.0",
+            "ce-id": "bench-1",
+            "ce-source": "/bench/client",
+            "ce-type": "bench.request",
+            "Content-Type": "application/json",
+        }
+        return "POST", headers, json.dumps(data).encode()
+    if kind == "structured":
+        headers = {"Content-Type": "application/cloudevents+json"}
+        return "POST", headers, json.dumps(make_event(1, data)).encode()
+    if kind == "batch":
+        headers = {"Content-Type": "application/cloudevents-batch+json"}
+        return "POST", headers, json.dumps([make_event(i, data) for i in range(10)]).encode()
+    raise KeyError(kind)
+
+
+def scenarios(quick: bool) -> list[dict]:
+    def sc(kind, size, conc):
+        return {"id": f"{kind}-{size}-c{conc}" if size else f"{kind}-c{conc}",
+                "kind": kind, "size": size, "conc": conc,
+                "mode": "hello" if kind == "hello" else "ce"}
+
+    if quick:
+        return [sc("hello", None, 8), sc("binary", "100B", 8), sc("binary", "10KB", 8),
+                sc("structured", "100B", 8), sc("batch", "100B", 8)]
+    return [
+        sc("hello", None, 8), sc("hello", None, 64),
+        sc("binary", "100B", 8), sc("binary", "100B", 64), sc("binary", "100B", 256),
+        sc("binary", "10KB", 8), sc("binary", "1MB", 8),
+        sc("structured", "100B", 8), sc("structured", "100B", 64),
+        sc("batch", "100B", 8), sc("batch", "100B", 64),
+    ]
+
+
+def applicable(server: str, scn: dict) -> bool:
+    return scn["kind"] != "batch" or SERVERS[server]["batch"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers: processes, /proc, ports
+# ---------------------------------------------------------------------------------------------
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def proc_tree(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        ppid = int(st[st.rfind(")") + 2:].split()[1])
+        children.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def cpu_ticks(pids: list[int]) -> int:
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        fields = st[st.rfind(")") + 2:].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total
+
+
+def rss_kb(pids: list[int]) -> int:
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            continue
+    return total
+
+
+class Server:
+    def __init__(self, name: str, mode: str, core: str, logdir: Path):
+        self.name, self.mode = name, mode
+        self.port = free_port()
+        argv, env, cwd = server_command(name, mode, self.port)
+        full_env = dict(os.environ)
+        full_env.pop("PYTHONPATH", None)
+        full_env.update(env)
+        self.logfile = open(logdir / f"{name}-{mode}.log", "ab")
+        self.t0 = time.perf_counter()
+        self.proc = subprocess.Popen(
+            ["taskset", "-c", core, *argv], env=full_env, cwd=cwd,
+            stdout=self.logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def first_200(self, path: str = "/", timeout: float = 30.0) -> float | None:
+        """Tight loop of raw connects + GETs until an HTTP 200; seconds since spawn."""
+        deadline = time.perf_counter() + timeout
+        req = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                return None
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+                    s.sendall(req)
+                    head = s.recv(64)
+                    if head.startswith(b"HTTP/1.") and head[9:12] == b"200":
+                        return time.perf_counter() - self.t0
+            except OSError:
+                pass
+            time.sleep(0.0005)
+        return None
+
+    def wait_listening(self, timeout: float = 30.0) -> bool:
+        """Ready = answers any HTTP request (CE-mode servers may answer GET / with 4xx/5xx)."""
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+                c.request("GET", "/health/readiness" if self.name == "funcpy" else "/")
+                c.getresponse().read()
+                c.close()
+                return True
+            except OSError:
+                time.sleep(0.01)
+            except http.client.HTTPException:
+                return True
+        return False
+
+    def pids(self) -> list[int]:
+        return proc_tree(self.proc.pid)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait(5)
+        self.logfile.close()
+
+    def log_tail(self, n: int = 15) -> str:
+        try:
+            lines = Path(self.logfile.name).read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(lines[-n:])
+
+
+# ---------------------------------------------------------------------------------------------
+# Verification: a real reply before anything is timed
+# ---------------------------------------------------------------------------------------------
+
+
+def verify(server: Server, scn: dict) -> tuple[bool, str]:
+    """Send the scenario's request once; check the reply. Returns (ok, note)."""
+    method, headers, body = build_request(scn["kind"], scn["size"])
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        c.request(method, "/", body=body or None, headers=headers)
+        r = c.getresponse()
+        rbody = r.read()
+        rh = {k.lower(): v for k, v in r.getheaders()}
+        c.close()
+    except Exception as e:  # noqa: BLE001
+        return False, f"request failed: {e!r}"
+    if not 200 <= r.status < 300:
+        return False, f"HTTP {r.status}: {rbody[:200]!r}"
+    kind = scn["kind"]
+    if kind == "hello":
+        return (b"Hello" in rbody), "" if b"Hello" in rbody else f"body {rbody[:80]!r}"
+    if not SERVERS[server.name]["replies"]:
+        return True, "no reply event (framework cannot send one)"
+    sent = json.loads(body)
+    ctype = rh.get("content-type", "")
+    try:
+        if kind == "batch":
+            if not ctype.startswith("application/cloudevents-batch+json"):
+                return False, f"batch reply content-type {ctype!r}"
+            evs = json.loads(rbody)
+            ok = (isinstance(evs, list) and len(evs) == len(sent)
+                  and all(e.get("type") == "bench.reply" and e.get("data") == s["data"]
+                          for e, s in zip(evs, sent)))
+            return ok, "batch reply" if ok else f"bad batch reply {rbody[:200]!r}"
+        want = sent if kind == "binary" else sent["data"]
+        if ctype.startswith("application/cloudevents+json"):
+            ev = json.loads(rbody)
+            ok = ev.get("type") == "bench.reply" and ev.get("data") == want and "id" in ev
+            return ok, "structured reply" if ok else f"bad structured reply {rbody[:200]!r}"
+        if rh.get("ce-type") == "bench.reply" and "ce-id" in rh:
+            ok = json.loads(rbody) == want
+            return ok, "binary reply" if ok else f"bad binary reply data {rbody[:200]!r}"
+        return False, f"no reply event: {ctype!r} {rbody[:200]!r}"
+    except ValueError as e:
+        return False, f"reply not JSON: {e}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Load
+# ---------------------------------------------------------------------------------------------
+
+
+def write_request_file(tmp: Path, scn: dict) -> Path:
+    method, headers, body = build_request(scn["kind"], scn["size"])
+    p = tmp / f"req-{scn['kind']}-{scn['size']}.txt"
+    if not p.exists():
+        head = method + "\n" + "".join(f"{k}: {v}\n" for k, v in headers.items())
+        p.write_bytes(head.encode() + b"\n" + body)
+    return p
+
+
+def run_wrk(port: int, reqfile: Path, conc: int, seconds: float, core: str) -> dict:
+    cmd = ["taskset", "-c", core, "wrk", "-t1", f"-c{conc}", f"-d{max(1, round(seconds))}s",
+           "--timeout", "10s", "-s", str(LUA), f"http://127.0.0.1:{port}/", "--", str(reqfile)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+    for line in out.stdout.splitlines():
+        if line.startswith("BENCHJSON "):
+            return json.loads(line[len("BENCHJSON "):])
+    raise RuntimeError(f"wrk gave no result: {out.stdout[-500:]} {out.stderr[-500:]}")
+
+
+def measure_cell(server: Server, reqfile: Path, scn: dict, args) -> dict:
+    if args.warmup > 0:
+        run_wrk(server.port, reqfile, scn["conc"], args.warmup, args.load_core)
+    pids = server.pids()
+    peak = [rss_kb(pids)]
+    stop = threading.Event()
+
+    def sampler():
+        while not stop.wait(0.25):
+            peak[0] = max(peak[0], rss_kb(server.pids()))
+
+    th = threading.Thread(target=sampler, daemon=True)
+    c0 = cpu_ticks(pids)
+    th.start()
+    w = run_wrk(server.port, reqfile, scn["conc"], args.duration, args.load_core)
+    stop.set()
+    th.join()
+    c1 = cpu_ticks(server.pids())
+    n = w["requests"]
+    errors = w["err_connect"] + w["err_read"] + w["err_write"] + w["err_status"] + w["err_timeout"]
+    dur = w["duration_us"] / 1e6
+    return {
+        "rps": (n - w["err_status"]) / dur if dur else 0.0,
+        "requests": n,
+        "errors": errors,
+        "err_detail": {k[4:]: w[k] for k in w if k.startswith("err_") and w[k]},
+        "p50_ms": w["lat_p50_us"] / 1000,
+        "p99_ms": w["lat_p99_us"] / 1000,
+        "cpu_us_per_req": ((c1 - c0) / CLK_TCK * 1e6 / n) if n else None,
+        "cpu_util": (c1 - c0) / CLK_TCK / dur if dur else None,
+        "rss_peak_mb": peak[0] / 1024,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Venvs
+# ---------------------------------------------------------------------------------------------
+
+
+def repo_snapshot() -> Path:
+    """Copy the repo's working tree (minus .git, bench, caches) so a build leaves no files in
+    the lead's tree. pip then installs it non-editable, a real install."""
+    dst = Path(tempfile.mkdtemp(prefix="pyfunc-src-"))
+    ignore = shutil.ignore_patterns(".git", "bench", "__pycache__", "*.egg-info", "build",
+                                    "dist", ".venv", ".cache", "*_cache")
+    shutil.copytree(REPO, dst / "src", ignore=ignore)
+    return dst / "src"
+
+
+def pip(py: Path, *args: str) -> None:
+    cmd = [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", *args]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode:
+        raise RuntimeError(f"pip install {' '.join(args)} failed:\n{r.stdout[-2000:]}"
+                           f"{r.stderr[-3000:]}")
+
+
+def ensure_venv(name: str) -> dict:
+    reqs = SERVERS[name]["reqs"]
+    d = VENVS / name
+    key_src = [sys.version, reqs]
+    if "@repo" in reqs:
+        key_src.append((REPO / "pyproject.toml").read_text())
+    key = hashlib.sha256(json.dumps(key_src).encode()).hexdigest()[:16]
+    stamp = d / ".bench-key"
+    if not (stamp.exists() and stamp.read_text() == key and venv_python(name).exists()):
+        log(f"creating venv {d}")
+        shutil.rmtree(d, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(d)], check=True)
+        if "@repo" in reqs:
+            pip(venv_python(name), str(repo_snapshot()))
+        else:
+            pip(venv_python(name), *reqs)
+        stamp.write_text(key)
+    if "@repo" in reqs:
+        # the runtime changes all the time: reinstall it (not its deps) on every run
+        src = repo_snapshot()
+        pip(venv_python(name), "--no-deps", "--force-reinstall", str(src))
+        shutil.rmtree(src.parent, ignore_errors=True)
+    r = subprocess.run([str(venv_python(name)), "-m", "pip", "freeze", "--all"],
+                       capture_output=True, text=True)
+    return {"python": str(venv_python(name)), "freeze": r.stdout.split()}
+
+
+def ensure_wrk() -> str:
+    if not shutil.which("wrk"):
+        if os.geteuid() != 0:
+            sys.exit("wrk is missing: apt-get install wrk (needs root)")
+        log("installing wrk with apt-get")
+        subprocess.run(["apt-get", "update", "-qq"], check=False)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    r = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
+    return (r.stdout + r.stderr).splitlines()[0].strip() if (r.stdout + r.stderr) else "wrk"
+
+
+# ---------------------------------------------------------------------------------------------
+# Cold start, docker
+# ---------------------------------------------------------------------------------------------
+
+
+def cold_starts(servers: list[str], reps: int, args, logdir: Path) -> dict:
+    """Spawn -> first HTTP 200 on GET / (hello mode); reps interleaved across servers; one
+    discarded warm-up rep first (page cache, .pyc)."""
+    res = {s: {"samples_ms": [], "rss_idle_mb": []} for s in servers}
+    for rep in range(reps + 1):
+        order = servers[:]
+        random.shuffle(order)
+        for s in order:
+            srv = Server(s, "hello", args.server_core, logdir)
+            t = srv.first_200()
+            if t is not None and rep > 0:
+                res[s]["samples_ms"].append(t * 1000)
+                time.sleep(0.3)
+                res[s]["rss_idle_mb"].append(rss_kb(srv.pids()) / 1024)
+            elif t is None:
+                res[s]["error"] = "no HTTP 200 within 30 s: " + srv.log_tail(5)
+            srv.stop()
+    return res
+
+
+def docker_figures(args) -> dict:
+    docker = shutil.which("docker")
+    if not docker:
+        return {"skipped": "docker client not installed"}
+    if subprocess.run([docker, "info"], capture_output=True).returncode:
+        return {"skipped": "no Docker engine reachable (docker info failed)"}
+    out: dict = {"images": {}}
+    for img in [args.docker_base, args.docker_fn]:
+        r = subprocess.run([docker, "image", "inspect", "--format", "{{.Size}}", img],
+                           capture_output=True, text=True)
+        out["images"][img] = (int(r.stdout.strip()) / 1e6 if r.returncode == 0 else None)
+    if out["images"].get(args.docker_fn) is None:
+        out["run_skipped"] = f"image {args.docker_fn} not present"
+        return out
+    samples = []
+    for _ in range(args.cold_reps):
+        port = free_port()
+        t0 = time.perf_counter()
+        cid = subprocess.run([docker, "run", "-d", "--rm", "-e", "PORT=8080",
+                              "-p", f"127.0.0.1:{port}:8080", args.docker_fn],
+                             capture_output=True, text=True).stdout.strip()
+        t = None
+        while time.perf_counter() - t0 < 60:
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                c.request("GET", "/")
+                if c.getresponse().status == 200:
+                    t = time.perf_counter() - t0
+                    break
+            except (OSError, http.client.HTTPException):
+                pass
+            time.sleep(0.005)
+        subprocess.run([docker, "rm", "-f", cid], capture_output=True)
+        if t is not None:
+            samples.append(t * 1000)
+    out["run_to_first_200_ms"] = samples
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Aggregation and report
+# ---------------------------------------------------------------------------------------------
+
+METRICS = ["rps", "p50_ms", "p99_ms", "cpu_us_per_req", "rss_peak_mb", "errors"]
+
+
+def agg(values: list[float]) -> dict | None:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None
+    return {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
+
+
+def fmt_num(x: float) -> str:
+    if x is None:
+        return "–"
+    if abs(x) >= 100:
+        return f"{x:.0f}"
+    if abs(x) >= 10:
+        return f"{x:.1f}"
+    return f"{x:.2f}"
+
+
+def ratio(a, b):
+    if a is None or b is None or not b:
+        return None
+    return a / b
+
+
+def fmt_cell(a: dict | None, ref: dict | None, with_range: bool = True) -> str:
+    if a is None:
+        return "–"
+    s = fmt_num(a["median"])
+    if with_range and a["n"] > 1:
+        s += f" ({fmt_num(a['min'])}–{fmt_num(a['max'])})"
+    r = ratio(a["median"], ref["median"] if ref else None)
+    if r is not None:
+        s += f" **×{r:.2f}**"
+    return s
+
+
+def render_md(res: dict) -> str:
+    servers = res["servers"]
+    labels = {s: SERVERS[s]["label"] for s in servers}
+    cells = res["cells"]
+    L = []
+    m = res["meta"]
+    L.append("# pyfunc benchmark results\n")
+    L.append(f"Made by `{m['command']}` on {m['date']} (repo commit `{m['git_rev']}`"
+             f"{', dirty tree' if m['git_dirty'] else ''}). Machine: {m['cpu']}, {m['nproc']} cores, "
+             f"{m['python']}, {m['wrk']}. Load generator (wrk, 1 thread) pinned to core "
+             f"{m['load_core']}, server to core {m['server_core']}. {m['rounds']} round(s) "
+             f"interleaved across servers, {m['warmup']} s warm-up + {m['duration']} s measured "
+             f"per cell. Waitress-based servers run {THREADS} threads. "
+             "Figures are the median over rounds, (min–max) when more than one, and "
+             "**×ratio** to the raw-waitress limit in the same row (for req/s higher is better; "
+             "for latency, CPU and memory lower is better). See bench/README.md.\n")
+
+    def table(title, metric, note=""):
+        L.append(f"## {title}\n")
+        if note:
+            L.append(note + "\n")
+        L.append("| scenario | " + " | ".join(labels[s] for s in servers) + " |")
+        L.append("|---|" + "---|" * len(servers))
+        for scn in res["scenarios"]:
+            row = [scn["id"]]
+            ref = cells.get(f"raw/{scn['id']}", {}).get("agg", {}).get(metric)
+            for s in servers:
+                c = cells.get(f"{s}/{scn['id']}")
+                if c is None:
+                    row.append("n/a")
+                elif c.get("error"):
+                    row.append("FAIL")
+                else:
+                    txt = fmt_cell(c["agg"].get(metric), ref)
+                    errs = c["agg"].get("errors")
+                    if metric == "rps" and errs and errs["median"]:
+                        txt += f" ⚠{errs['median']:.0f} err"
+                    if metric == "rps" and not SERVERS[s]["replies"] and scn["mode"] == "ce":
+                        txt += " †"
+                    row.append(txt)
+            L.append("| " + " | ".join(row) + " |")
+        L.append("")
+
+    table("Throughput (requests/s)", "rps",
+          "† functions-framework answers 200 \"OK\" and sends no reply event (it cannot). "
+          "⚠ = median count of errors (socket errors, timeouts, non-2xx) in the measured "
+          "window. batch = 10 events of 100 B per request.")
+    table("Latency p50 (ms)", "p50_ms")
+    table("Latency p99 (ms)", "p99_ms")
+    table("Server CPU per request (µs, whole process tree)", "cpu_us_per_req")
+    table("Peak RSS under load (MB, whole process tree)", "rss_peak_mb")
+
+    L.append("## Cold start and idle memory\n")
+    L.append("Cold start: process spawn → first HTTP 200 on GET / (hello function), "
+             f"{m['cold_reps']} repetitions after one discarded warm-up. RSS idle: process tree "
+             "right after that first 200 (+0.3 s).\n")
+    L.append("| server | cold start ms | RSS idle MB |")
+    L.append("|---|---|---|")
+    cs = res["cold_start"]
+    ref_c = agg(cs.get("raw", {}).get("samples_ms", []))
+    ref_r = agg(cs.get("raw", {}).get("rss_idle_mb", []))
+    for s in servers:
+        c = cs.get(s, {})
+        if c.get("error") and not c.get("samples_ms"):
+            L.append(f"| {labels[s]} | FAIL | FAIL |")
+            continue
+        L.append(f"| {labels[s]} | {fmt_cell(agg(c['samples_ms']), ref_c)} | "
+                 f"{fmt_cell(agg(c['rss_idle_mb']), ref_r)} |")
+    L.append("")
+
+    if "pyfunc" in servers:
+        L.append("## pyfunc against the issue #5 targets\n")
+        L.append("| target | measured | met |")
+        L.append("|---|---|---|")
+        for scn in res["scenarios"]:
+            if scn["kind"] in ("hello", "binary", "structured") and scn["conc"] in (8, 64) \
+                    and scn["size"] in (None, "100B"):
+                c = cells.get(f"pyfunc/{scn['id']}")
+                r = cells.get(f"raw/{scn['id']}")
+                if not c or c.get("error") or not r or r.get("error"):
+                    L.append(f"| {scn['id']} ≥ 0.75 of limit | FAIL | no |")
+                    continue
+                q = c["agg"]["rps"]["median"] / r["agg"]["rps"]["median"]
+                L.append(f"| {scn['id']} ≥ 0.75 of limit | ×{q:.2f} | "
+                         f"{'yes' if q >= 0.75 else 'no'} |")
+        c = agg(cs.get("pyfunc", {}).get("samples_ms", []))
+        if c:
+            L.append(f"| cold start ≤ 100 ms | {c['median']:.0f} ms | "
+                     f"{'yes' if c['median'] <= 100 else 'no'} |")
+        r = agg(cs.get("pyfunc", {}).get("rss_idle_mb", []))
+        if r:
+            L.append(f"| RSS idle ≤ 25 MB | {r['median']:.1f} MB | "
+                     f"{'yes' if r['median'] <= 25 else 'no'} |")
+        L.append("")
+
+        L.append("## Cost against payload and batch size (CPU µs per request, c=8)\n")
+        L.append("Linear cost means: CPU per request grows with bytes, per-event cost of a "
+                 "batch ≈ single-event cost.\n")
+        L.append("| server | 100 B | 10 KB | 1 MB | batch of 10 (per event) |")
+        L.append("|---|---|---|---|---|")
+        for s in servers:
+            row = [labels[s]]
+            for scid in ("binary-100B-c8", "binary-10KB-c8", "binary-1MB-c8"):
+                c = cells.get(f"{s}/{scid}")
+                v = c["agg"].get("cpu_us_per_req") if c and not c.get("error") else None
+                row.append(fmt_num(v["median"]) if v else "–")
+            c = cells.get(f"{s}/batch-100B-c8")
+            v = c["agg"].get("cpu_us_per_req") if c and not c.get("error") else None
+            row.append(f"{fmt_num(v['median'] / 10)}" if v else "n/a")
+            L.append("| " + " | ".join(row) + " |")
+        L.append("")
+
+    d = res.get("docker", {})
+    L.append("## Containers\n")
+    if d.get("skipped"):
+        L.append(f"Skipped: {d['skipped']}.\n")
+    else:
+        for img, size in d.get("images", {}).items():
+            L.append(f"- image `{img}`: " + (f"{size:.1f} MB" if size else "absent"))
+        if d.get("run_skipped"):
+            L.append(f"- docker run → first 200: skipped ({d['run_skipped']})")
+        elif d.get("run_to_first_200_ms"):
+            a = agg(d["run_to_first_200_ms"])
+            L.append(f"- docker run → first 200: {a['median']:.0f} ms "
+                     f"({a['min']:.0f}–{a['max']:.0f}, n={a['n']})")
+        L.append("")
+
+    notes = []
+    for key, c in sorted(cells.items()):
+        if c.get("error"):
+            notes.append(f"- {key}: {c['error']}")
+    for s, c in res["cold_start"].items():
+        if c.get("error"):
+            notes.append(f"- cold start {s}: {c['error']}")
+    for s, e in res.get("server_errors", {}).items():
+        notes.append(f"- {s}: {e}")
+    if notes:
+        L.append("## Failures\n")
+        L.extend(n.replace("\n", " ⏎ ")[:600] for n in notes)
+        L.append("")
+    L.append("## Reply checks (one request per scenario before timing)\n")
+    for key, c in sorted(cells.items()):
+        if c.get("verify"):
+            L.append(f"- {key}: {c['verify']}")
+    L.append("")
+    return "\n".join(L)
+
+
+# ---------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="CI smoke: 1 round, 2 s cells, 5 scenarios, 3 cold starts")
+    ap.add_argument("--rounds", type=int)
+    ap.add_argument("--duration", type=float, help="measured seconds per cell")
+    ap.add_argument("--warmup", type=float, help="warm-up seconds per cell")
+    ap.add_argument("--cold-reps", type=int)
+    ap.add_argument("--servers", help="comma list, default: " + ",".join(ORDER))
+    ap.add_argument("--scenarios", help="comma list of scenario ids (default: all)")
+    ap.add_argument("--load-core", default="0")
+    ap.add_argument("--server-core", default="1")
+    ap.add_argument("--out", default=str(BENCH / "results"), help="directory for latest.*")
+    ap.add_argument("--name", default="latest", help="basename of the result files")
+    ap.add_argument("--docker-base", default="pyfunc/base")
+    ap.add_argument("--docker-fn", default="pyfunc/bench-hello",
+                    help="a function image built with the builder (serves GET / 200)")
+    ap.add_argument("--no-docker", action="store_true")
+    args = ap.parse_args()
+
+    args.rounds = args.rounds or (1 if args.quick else 3)
+    args.duration = args.duration or (2 if args.quick else 4)
+    args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 1)
+    args.cold_reps = args.cold_reps or (3 if args.quick else 10)
+    servers = args.servers.split(",") if args.servers else ORDER[:]
+    if "raw" not in servers:
+        servers.insert(0, "raw")  # every ratio needs the limit
+    scns = scenarios(args.quick)
+    if args.scenarios:
+        want = set(args.scenarios.split(","))
+        scns = [s for s in scns if s["id"] in want]
+
+    # the runner itself stays on the load generator's core
+    os.sched_setaffinity(0, {int(args.load_core)})
+    started = time.time()
+    wrk_version = ensure_wrk()
+    CACHE.mkdir(parents=True, exist_ok=True)
+    logdir = CACHE / "logs" / time.strftime("%Y%m%d-%H%M%S")
+    logdir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="pyfunc-bench-"))
+
+    versions, server_errors = {}, {}
+    for s in list(servers):
+        try:
+            versions[s] = ensure_venv(s)
+        except Exception as e:  # noqa: BLE001
+            log(f"{s}: venv failed, skipping it: {e}")
+            server_errors[s] = f"venv: {e}"
+            servers.remove(s)
+
+    results: dict = {"cells": {}}
+    raw_cells: dict[str, list[dict]] = {}
+    verify_notes: dict[str, str] = {}
+    failed: dict[str, str] = {}
+    for rnd in range(args.rounds):
+        order = servers[:]
+        random.shuffle(order)
+        log(f"round {rnd + 1}/{args.rounds}: {' '.join(order)}")
+        for s in order:
+            for mode in ("hello", "ce"):
+                mine = [x for x in scns if x["mode"] == mode and applicable(s, x)]
+                mine = [x for x in mine if f"{s}/{x['id']}" not in failed]
+                if not mine:
+                    continue
+                srv = Server(s, mode, args.server_core, logdir)
+                try:
+                    if not srv.wait_listening():
+                        msg = "did not start: " + srv.log_tail(8)
+                        log(f"{s} [{mode}] {msg}")
+                        for x in mine:
+                            failed[f"{s}/{x['id']}"] = msg
+                        continue
+                    time.sleep(0.2)
+                    if rnd == 0:
+                        verify_notes.setdefault(f"{s}/idle-{mode}",
+                                                f"{rss_kb(srv.pids()) / 1024:.1f} MB")
+                    for x in mine:
+                        key = f"{s}/{x['id']}"
+                        ok, note = verify(srv, x)
+                        verify_notes.setdefault(key, note or "ok")
+                        if not ok:
+                            log(f"{key}: reply check FAILED: {note}")
+                            failed[key] = "reply check failed: " + note
+                            continue
+                        reqfile = write_request_file(tmp, x)
+                        try:
+                            r = measure_cell(srv, reqfile, x, args)
+                        except Exception as e:  # noqa: BLE001
+                            log(f"{key}: load failed: {e}")
+                            failed[key] = f"load failed: {e}"
+                            continue
+                        raw_cells.setdefault(key, []).append(r)
+                        log(f"{key}: {r['rps']:.0f} req/s p50 {r['p50_ms']:.2f} ms "
+                            f"p99 {r['p99_ms']:.2f} ms cpu {r['cpu_us_per_req'] or 0:.0f} µs/req "
+                            f"rss {r['rss_peak_mb']:.1f} MB err {r['errors']}")
+                finally:
+                    srv.stop()
+
+    log("cold starts")
+    cold = cold_starts(servers, args.cold_reps, args, logdir)
+    for s, c in cold.items():
+        a = agg(c["samples_ms"])
+        if a:
+            log(f"cold {s}: {a['median']:.0f} ms, idle {statistics.median(c['rss_idle_mb']):.1f} MB")
+
+    docker = {"skipped": "--no-docker"} if args.no_docker else docker_figures(args)
+
+    for s in servers:
+        for x in scns:
+            if not applicable(s, x):
+                continue
+            key = f"{s}/{x['id']}"
+            c: dict = {"server": s, "scenario": x["id"], "verify": verify_notes.get(key)}
+            if key in failed and key not in raw_cells:
+                c["error"] = failed[key]
+            rounds_ = raw_cells.get(key, [])
+            if rounds_:
+                c["rounds"] = rounds_
+                c["agg"] = {mname: agg([r[mname] for r in rounds_]) for mname in METRICS}
+            elif "error" not in c:
+                c["error"] = "not measured"
+            results["cells"][key] = c
+
+    git_rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True).stdout.strip()
+    dirty = bool(subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--",
+                                 ".", ":!bench/results"],
+                                capture_output=True, text=True).stdout.strip())
+    cpu = "unknown cpu"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    results.update({
+        "meta": {
+            "command": "python3 bench/run.py " + " ".join(sys.argv[1:]),
+            "date": _dt.datetime.now().isoformat(timespec="seconds"),
+            "git_rev": git_rev, "git_dirty": dirty, "cpu": cpu, "nproc": os.cpu_count(),
+            "python": "Python " + platform.python_version(), "wrk": wrk_version,
+            "rounds": args.rounds, "duration": args.duration, "warmup": args.warmup,
+            "cold_reps": args.cold_reps, "threads": THREADS,
+            "load_core": args.load_core, "server_core": args.server_core,
+            "elapsed_s": round(time.time() - started),
+        },
+        "servers": servers,
+        "scenarios": scns,
+        "cold_start": cold,
+        "idle_rss_by_mode": {k: v for k, v in verify_notes.items() if "/idle-" in k},
+        "docker": docker,
+        "versions": {s: v["freeze"] for s, v in versions.items()},
+        "server_errors": server_errors,
+    })
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{args.name}.json").write_text(json.dumps(results, indent=1) + "\n")
+    (out / f"{args.name}.md").write_text(render_md(results))
+    shutil.rmtree(tmp, ignore_errors=True)
+    log(f"wrote {out / (args.name + '.md')} and .json in {time.time() - started:.0f} s "
+        f"(server logs: {logdir})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

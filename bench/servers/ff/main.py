@@ -1,0 +1,22 @@
+"""Google functions-framework (3.x) functions, run as its docs say:
+    functions-framework --target=hello   (HTTP)
+    functions-framework --target=echo    (CloudEvent, declared with the decorator)
+The server is gunicorn (1 worker, gthread, THREADS = 4 x cpu_count by default).
+
+The framework cannot send a reply event: a cloud_event function's return value is ignored
+and the HTTP reply is 200 "OK". The echo still builds the reply event a user would build,
+so the handler work is comparable; the tables mark this column "no reply".
+"""
+
+import functions_framework
+from cloudevents.http import CloudEvent
+
+
+@functions_framework.http
+def hello(request):
+    return "Hello, World!"
+
+
+@functions_framework.cloud_event
+def echo(event):
+    CloudEvent({"type": "bench.reply", "source": "/bench"}, event.data)

@@ -1,0 +1,3 @@
+# HTTP mode (binds `req` only): plain GET hello.
+def handler(req):
+    return "Hello, World!"

@@ -1,0 +1,368 @@
+"""The WSGI application: request → decode → bind → call → encode → response.
+
+It is a small WSGI callable of its own rather than a Flask route, because on the hot path a
+Flask request object, context and response cost more than the whole CloudEvent echo. Flask
+is still there for handlers that want it: a handler that takes a ``flask.Request`` (or whose
+module uses Flask) runs inside a real Flask request context, built only for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import inspect
+import logging
+import os
+import sys
+import threading
+import time
+import uuid
+from typing import Any, Callable, Iterable, Optional
+
+from . import codec, logs
+from .binding import Binder, Invocation, compile_binder
+from .codec import BATCH, STRUCTURED, Event
+from .config import Config
+from .discovery import LoadedFunction
+from .errors import InvalidReply, RequestError
+from .responses import Response, http_response, problem, reply_event
+
+logger = logging.getLogger("pyfunc")
+
+INVOKE_PATHS = ("/", "")
+LIVENESS_PATHS = ("/health/liveness", "/health/live")
+READINESS_PATHS = ("/health/readiness", "/health/ready")
+ALLOW = "GET, HEAD, POST, OPTIONS"
+NO_REPLY = Response(202, [], b"")
+
+
+class InvocationTimeout(Exception):
+    pass
+
+
+class AsyncRunner:
+    """One event loop on a daemon thread, shared by every ``async def`` invocation.
+
+    Waitress threads hand coroutines over and wait for their results, so a slow ``await`` in
+    one request never blocks another.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="pyfunc-async", daemon=True)
+        self._thread.start()
+
+    def run(self, awaitable: Any, timeout: Optional[float]) -> Any:
+        context = contextvars.copy_context()
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        task_box: list[asyncio.Future] = []
+
+        def start() -> None:
+            coro = awaitable if asyncio.iscoroutine(awaitable) else _await(awaitable)
+            task = (
+                self.loop.create_task(coro, context=context)
+                if sys.version_info >= (3, 11)
+                else self.loop.create_task(coro)
+            )
+            task_box.append(task)
+            task.add_done_callback(lambda t: _copy_outcome(t, future))
+
+        self.loop.call_soon_threadsafe(start)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            self.loop.call_soon_threadsafe(lambda: task_box and task_box[0].cancel())
+            raise InvocationTimeout() from None
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def _copy_outcome(task: asyncio.Future, future: concurrent.futures.Future) -> None:
+    if task.cancelled():
+        future.cancel()
+    elif task.exception() is not None:
+        future.set_exception(task.exception())
+    else:
+        future.set_result(task.result())
+
+
+class FunctionApp:
+    """The WSGI callable serving one user function."""
+
+    def __init__(self, loaded: LoadedFunction, config: Config, binder: Optional[Binder] = None) -> None:
+        self.loaded = loaded
+        self.config = config
+        self.function = loaded.function
+        self.binder = binder or compile_binder(loaded.function, loaded.file)
+        self.is_async = inspect.iscoroutinefunction(inspect.unwrap(self.function)) or (
+            inspect.iscoroutinefunction(getattr(self.function, "__call__", None))  # noqa: B004
+        )
+        self.draining = False
+        self.timeout = config.timeout or None
+        self._async: Optional[AsyncRunner] = AsyncRunner() if self.is_async else None
+        self._async_lock = threading.Lock()
+        self._executor = (
+            concurrent.futures.ThreadPoolExecutor(config.threads, thread_name_prefix="pyfunc-call")
+            if self.timeout and not self.is_async
+            else None
+        )
+        self._slots = threading.BoundedSemaphore(config.max_concurrency) if config.max_concurrency > 0 else None
+        self._flask_app: Any = None
+        if self.binder.needs_flask:
+            _ = self.flask_app  # built now, not on the first request
+        self.default_source = default_source(loaded)
+        self.reply_mode = None if config.reply_mode == "auto" else config.reply_mode
+        self.access_log = config.access_log
+
+    # ------------------------------------------------------------------ WSGI entry point
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        started = time.perf_counter()
+        fields = {"request_id": environ.get("HTTP_X_REQUEST_ID") or uuid.uuid4().hex}
+        token = logs.request_fields.set(fields)
+        try:
+            method = environ["REQUEST_METHOD"]
+            path = environ.get("PATH_INFO", "")
+            if path in INVOKE_PATHS:
+                if method in ("POST", "GET", "HEAD"):
+                    response = self.invoke(environ, fields)
+                elif method == "OPTIONS":
+                    response = Response(200, [("Allow", ALLOW), ("Content-Length", "0")], b"")
+                else:
+                    response = problem(405, "method-not-allowed", f"{method} is not allowed on /")
+                    response.headers.append(("Allow", ALLOW))
+            elif path in LIVENESS_PATHS:
+                response = self.health("alive")
+            elif path in READINESS_PATHS:
+                response = self.health("ready")
+            else:
+                response = problem(404, "not-found", f"no route for {path}; the function is served at /")
+            if self.draining:
+                response_headers = getattr(response, "headers", None)
+                if isinstance(response_headers, list):
+                    response_headers.append(("Connection", "close"))
+            result = self._send(response, environ, start_response)
+            if self.access_log:
+                logs.access(method, path, _status_of(response), time.perf_counter() - started, fields)
+            return result
+        finally:
+            logs.request_fields.reset(token)
+
+    def _send(self, response: Any, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if not isinstance(response, Response):  # a werkzeug/flask Response: it is a WSGI app
+            return response(environ, start_response)
+        body = response.body
+        if isinstance(body, bytes):
+            start_response(response.status_line, response.headers + [("Content-Length", str(len(body)))]
+                           if not _has_length(response.headers) else response.headers)
+            return (body,)
+        start_response(response.status_line, response.headers)
+        return body
+
+    # ------------------------------------------------------------------ health
+
+    def health(self, which: str) -> Response:
+        if which == "ready" and self.draining:
+            return _health_response(False, "draining")
+        hook = self.loaded.hooks.get(which)
+        if hook is None:
+            return _health_response(True, "ok")
+        try:
+            result = hook()
+            if inspect.isawaitable(result):
+                result = self._run_async(result, 5.0)
+        except Exception as exc:
+            logger.exception("the %s() hook raised", which)
+            return _health_response(False, f"{which}() raised {type(exc).__name__}")
+        if isinstance(result, tuple):
+            ok, message = bool(result[0]), str(result[1]) if len(result) > 1 else ""
+        else:
+            ok, message = bool(result), ""
+        return _health_response(ok, message or ("ok" if ok else "not " + which))
+
+    # ------------------------------------------------------------------ invocation
+
+    def invoke(self, environ: dict[str, Any], fields: dict[str, Any]) -> Any:
+        if self._slots is not None and not self._slots.acquire(blocking=False):
+            return problem(429, "too-many-requests",
+                           f"more than {self.config.max_concurrency} invocations in progress")
+        try:
+            if self.binder.needs_flask:
+                return self._invoke_in_flask(environ, fields)
+            body = _read_body(environ) if self.binder.needs_event or self.binder.needs_body else b""
+            return self._handle(environ, body, None, fields)
+        finally:
+            if self._slots is not None:
+                self._slots.release()
+
+    def _invoke_in_flask(self, environ: dict[str, Any], fields: dict[str, Any]) -> Any:
+        with self.flask_app.request_context(environ) as ctx:
+            request = ctx.request
+            body = request.get_data(cache=True) if self.binder.needs_event or self.binder.needs_body else b""
+            return self._handle(environ, body, request, fields)
+
+    @property
+    def flask_app(self) -> Any:
+        if self._flask_app is None:
+            import flask
+
+            self._flask_app = flask.Flask("pyfunc")
+            self._flask_app.config["MAX_CONTENT_LENGTH"] = None
+        return self._flask_app
+
+    def _handle(self, environ: dict[str, Any], body: bytes, request: Any, fields: dict[str, Any]) -> Any:
+        try:
+            if not self.binder.needs_event:
+                fields["trace_id"] = logs.trace_id(environ.get("HTTP_TRACEPARENT"))
+                return http_response(self._call(Invocation(environ, body, None, request)))
+            mode, events = codec.decode_request(environ, body)
+            if mode == BATCH:
+                return self._handle_batch(environ, body, request, events)
+            event = events[0]
+            attrs = event.attributes
+            fields.update(ce_id=attrs.get("id"), ce_type=attrs.get("type"), ce_source=attrs.get("source"),
+                          trace_id=logs.trace_id(attrs.get("traceparent") or environ.get("HTTP_TRACEPARENT")))
+            result = self._call(Invocation(environ, body, event, request))
+            if _is_wsgi_response(result):
+                return result
+            reply = reply_event(result)
+            if reply is None:
+                return NO_REPLY
+            attributes = self._complete(reply[0], event, environ)
+            return self._encode(self.reply_mode or mode, [(attributes, reply[1])])
+        except RequestError as exc:
+            logger.info("rejected request: %s: %s", exc.reason, exc.detail)
+            extra = {"errors": exc.errors} if getattr(exc, "errors", None) else {}
+            return problem(exc.status, exc.reason, exc.detail, **extra)
+        except InvocationTimeout:
+            logger.error("invocation timed out after %ss", self.config.timeout)
+            return problem(504, "timeout", f"the function did not finish within {self.config.timeout}s")
+        except InvalidReply as exc:
+            logger.error("invalid reply from %s: %s", self.loaded.qualname, exc)
+            return problem(500, "invalid-reply", str(exc))
+        except BaseException as exc:  # noqa: B036 - a handler's SystemExit must not end the server
+            http_exception = _http_exception_response(exc)
+            if http_exception is not None:
+                return http_exception
+            if isinstance(exc, (GeneratorExit,)):
+                raise
+            logger.error("%s raised %s", self.loaded.qualname, type(exc).__name__, exc_info=exc)
+            return problem(500, "function-error",
+                           f"the function raised {type(exc).__name__}; the traceback is in the log")
+
+    def _handle_batch(self, environ: dict[str, Any], body: bytes, request: Any, events: list[Event]) -> Any:
+        """binding §3.3: one call per event, in order; the replies go back as one batch."""
+        replies = []
+        for event in events:
+            reply = reply_event(self._call(Invocation(environ, body, event, request)))
+            if reply is not None:
+                replies.append((self._complete(reply[0], event, environ), reply[1]))
+        return self._encode(self.reply_mode or BATCH, replies)
+
+    def _complete(self, attributes: dict[str, Any], event: Event, environ: dict[str, Any]) -> dict[str, Any]:
+        reply = codec.complete_reply(attributes, event, self.default_source)
+        # Distributed tracing extension: the reply continues the incoming trace.
+        for name in ("traceparent", "tracestate"):
+            if name not in reply:
+                value = event.attributes.get(name) or environ.get("HTTP_" + name.upper())
+                if value:
+                    reply[name] = value
+        return reply
+
+    def _encode(self, mode: str, replies: list[tuple[dict[str, Any], Any]]) -> Response:
+        if mode == BATCH:
+            headers, body = codec.encode_batch(replies)
+            return Response(200, headers, body)
+        if not replies:
+            return NO_REPLY
+        if len(replies) > 1:
+            raise InvalidReply("several replies can only be sent in batch mode")
+        attributes, data = replies[0]
+        if mode == STRUCTURED:
+            headers, body = codec.encode_structured(attributes, data)
+        else:
+            headers, body = codec.encode_binary(attributes, data)
+        return Response(200, headers, body)
+
+    def _call(self, inv: Invocation) -> Any:
+        args, kwargs = self.binder.arguments(inv)
+        if self._async is not None:
+            return self._async.run(self.function(*args, **kwargs), self.timeout)
+        if self._executor is not None:
+            context = contextvars.copy_context()
+            future = self._executor.submit(context.run, self.function, *args, **kwargs)
+            try:
+                result = future.result(self.timeout)
+            except concurrent.futures.TimeoutError:
+                logger.warning("abandoning a synchronous invocation still running after %ss",
+                               self.config.timeout)
+                raise InvocationTimeout() from None
+        else:
+            result = self.function(*args, **kwargs)
+        if inspect.isawaitable(result):  # a sync wrapper around a coroutine
+            return self._run_async(result, self.timeout)
+        return result
+
+    def _run_async(self, awaitable: Any, timeout: Optional[float]) -> Any:
+        if self._async is None:
+            with self._async_lock:
+                if self._async is None:
+                    self._async = AsyncRunner()
+        return self._async.run(awaitable, timeout)
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def default_source(loaded: LoadedFunction) -> str:
+    """A reply's ``source`` when the handler gives none: the Knative service, else the function."""
+    service = os.environ.get("K_SERVICE")
+    if service:
+        revision = os.environ.get("K_REVISION")
+        return f"/apis/serving.knative.dev/v1/services/{service}" + (f"/revisions/{revision}" if revision else "")
+    return f"/pyfunc/{loaded.qualname}"
+
+
+def _read_body(environ: dict[str, Any]) -> bytes:
+    stream = environ.get("wsgi.input")
+    if stream is None:
+        return b""
+    length = environ.get("CONTENT_LENGTH")
+    if length:
+        try:
+            return stream.read(int(length))
+        except ValueError:
+            return b""
+    # waitress de-chunks a chunked body and sets CONTENT_LENGTH; anything else has no body.
+    return b""
+
+
+def _has_length(headers: list[tuple[str, str]]) -> bool:
+    return any(name.lower() == "content-length" for name, _ in headers)
+
+
+def _status_of(response: Any) -> int:
+    return response.status if isinstance(response, Response) else getattr(response, "status_code", 0)
+
+
+def _is_wsgi_response(value: Any) -> bool:
+    return type(value).__module__.startswith(("flask", "werkzeug")) and hasattr(value, "get_wsgi_response")
+
+
+def _http_exception_response(exc: BaseException) -> Any:
+    """``flask.abort(404)`` and other werkzeug HTTPExceptions become their own response."""
+    if "werkzeug.exceptions" not in sys.modules:
+        return None
+    from werkzeug.exceptions import HTTPException
+
+    if isinstance(exc, HTTPException):
+        return exc.get_response()
+    return None
+
+
+def _health_response(ok: bool, message: str) -> Response:
+    body = codec.dump_json({"status": "ok" if ok else "unavailable", "message": message})
+    return Response(200 if ok else 503, [("Content-Type", "application/json"), ("Cache-Control", "no-store")], body)

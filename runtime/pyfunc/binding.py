@@ -1,0 +1,230 @@
+"""Bind request values to the handler's parameters, by name or by type.
+
+:func:`compile_binder` reads the signature once, at startup, and produces a :class:`Binder`:
+a list of ``(parameter, getter)`` pairs. Per request the binder only calls its getters; no
+reflection happens on the hot path.
+
+Rules (0.1.0's contract, extended): a parameter's *name* wins over its *type*.
+
+=============================== =========================================== =================
+parameter                       value                                       needs a CloudEvent
+=============================== =========================================== =================
+``event``                       ``cloudevents.http.CloudEvent``             yes
+``data``, ``payload``           event data (typed when annotated)           yes
+``attributes``                  new dict of the context attributes          yes
+``req``, ``request``            ``flask.Request``                           no
+``body``                        request body ``bytes`` (typed if annotated) no
+``headers``                     request headers                             no
+annotated ``flask.Request``     ``flask.Request``                           no
+annotated with an SDK event     that SDK event type                         yes
+=============================== =========================================== =================
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from .codec import Event
+from .errors import HandlerLoadError
+from .events import converter_for_event_type, to_http_cloudevent
+from .typeddata import converter_for
+
+EVENT_NAMES = ("event",)
+DATA_NAMES = ("data", "payload")
+HTTP_NAMES = ("req", "request", "body", "headers")
+KNOWN_NAMES = EVENT_NAMES + DATA_NAMES + ("attributes",) + HTTP_NAMES
+
+
+class Invocation:
+    """What one call of the handler can draw on. Filled by the app, read by the getters."""
+
+    __slots__ = ("environ", "body", "event", "request")
+
+    def __init__(self, environ: dict[str, Any], body: bytes, event: Optional[Event], request: Any) -> None:
+        self.environ = environ
+        self.body = body
+        self.event = event
+        self.request = request  # the flask.Request, when the handler runs under Flask
+
+
+Getter = Callable[[Invocation], Any]
+
+
+@dataclass
+class Binder:
+    """The precompiled call plan for one handler."""
+
+    positional: list[Getter] = field(default_factory=list)
+    keywords: list[tuple[str, Getter]] = field(default_factory=list)
+    needs_event: bool = False
+    needs_flask: bool = False
+    needs_body: bool = False
+    bound: dict[str, str] = field(default_factory=dict)  # parameter → what it receives, for `check`
+
+    def arguments(self, inv: Invocation) -> tuple[list[Any], dict[str, Any]]:
+        return [g(inv) for g in self.positional], {n: g(inv) for n, g in self.keywords}
+
+
+def _get_data(inv: Invocation) -> Any:
+    return inv.event.data  # type: ignore[union-attr]
+
+
+def _get_attributes(inv: Invocation) -> dict[str, Any]:
+    return dict(inv.event.attributes)  # type: ignore[union-attr]
+
+
+def _get_request(inv: Invocation) -> Any:
+    return inv.request
+
+
+def _get_body(inv: Invocation) -> bytes:
+    return inv.body
+
+
+def _get_event(inv: Invocation) -> Any:
+    return to_http_cloudevent(inv.event)  # type: ignore[arg-type]
+
+
+def _get_headers(inv: Invocation) -> Any:
+    if inv.request is not None:
+        return inv.request.headers
+    from werkzeug.datastructures import EnvironHeaders
+
+    return EnvironHeaders(inv.environ)
+
+
+def _from_event(convert: Callable[[Event], Any]) -> Getter:
+    return lambda inv: convert(inv.event)  # type: ignore[arg-type]
+
+
+def _typed(getter: Getter, convert: Callable[[Any], Any]) -> Getter:
+    return lambda inv: convert(getter(inv))
+
+
+def _default(value: Any) -> Getter:
+    return lambda inv: value
+
+
+def _is_flask_request(annotation: Any) -> bool:
+    if not isinstance(annotation, type) or not annotation.__module__.startswith(("flask", "werkzeug")):
+        return False
+    from werkzeug.wrappers import Request
+
+    return issubclass(annotation, Request)
+
+
+def resolve_annotations(function: Callable[..., Any]) -> dict[str, Any]:
+    """Parameter annotations with string ones (PEP 563) resolved where they can be."""
+    target = function if inspect.isfunction(function) or inspect.ismethod(function) else None
+    if target is None:
+        target = getattr(function, "__call__", function)  # noqa: B004 - callable instances
+    try:
+        return typing.get_type_hints(inspect.unwrap(target))
+    except Exception:
+        # An unresolvable name in one annotation must not hide the others: resolve one by one.
+        raw = getattr(inspect.unwrap(target), "__annotations__", {}) or {}
+        namespace = getattr(inspect.unwrap(target), "__globals__", {})
+        resolved = {}
+        for name, ann in raw.items():
+            if isinstance(ann, str):
+                try:
+                    ann = eval(ann, dict(namespace))  # noqa: S307 - the user's own annotation
+                except Exception:
+                    continue
+            resolved[name] = ann
+        return resolved
+
+
+def _getter_for(name: str, annotation: Any) -> tuple[Optional[Getter], str, bool]:
+    """``(getter, description, needs_event)`` for one parameter; getter None if unbindable."""
+    if name in EVENT_NAMES:
+        convert = converter_for_event_type(annotation)
+        return (_from_event(convert) if convert else _get_event), "the CloudEvent", True
+    if name in DATA_NAMES:
+        convert = converter_for(annotation)
+        what = f"event data as {_type_name(annotation)}" if convert else "event data"
+        return (_typed(_get_data, convert) if convert else _get_data), what, True
+    if name == "attributes":
+        return _get_attributes, "event attributes (dict)", True
+    if name in ("req", "request"):
+        return _get_request, "the flask.Request", False
+    if name == "body":
+        convert = None if annotation in (bytes, inspect.Parameter.empty) else converter_for(annotation)
+        what = f"JSON body as {_type_name(annotation)}" if convert else "request body (bytes)"
+        return (_typed(_get_body, convert) if convert else _get_body), what, False
+    if name == "headers":
+        return _get_headers, "request headers", False
+    if _is_flask_request(annotation):
+        return _get_request, "the flask.Request", False
+    convert = converter_for_event_type(annotation)
+    if convert is not None:
+        return _from_event(convert), f"the CloudEvent as {_type_name(annotation)}", True
+    return None, "", False
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation)
+
+
+def compile_binder(function: Callable[..., Any], file: Optional[str] = None) -> Binder:
+    """Read ``function``'s signature once and build its call plan."""
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError) as exc:
+        raise HandlerLoadError(f"cannot read the signature of the handler: {exc}", file) from None
+    annotations = resolve_annotations(function)
+    binder = Binder()
+    pending_positional: list[Getter] = []
+    for name, param in signature.parameters.items():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue  # nothing is passed to *args / **kwargs
+        annotation = annotations.get(name, param.annotation)
+        getter, what, needs_event = _getter_for(name, annotation)
+        if getter is None:
+            if param.default is param.empty:
+                raise HandlerLoadError(
+                    f"parameter '{name}' of {getattr(function, '__name__', 'the handler')}() cannot be "
+                    f"bound: give it one of the names {', '.join(KNOWN_NAMES)}, annotate it with "
+                    f"flask.Request or a cloudevents event type, or give it a default",
+                    file,
+                    _line_of(function),
+                )
+            if param.kind == param.POSITIONAL_ONLY:
+                pending_positional.append(_default(param.default))
+            binder.bound[name] = "its default"
+            continue
+        binder.bound[name] = what
+        binder.needs_event |= needs_event
+        binder.needs_flask |= getter is _get_request
+        binder.needs_body |= name == "body"
+        if param.kind == param.POSITIONAL_ONLY:
+            binder.positional.extend(pending_positional)
+            pending_positional.clear()
+            binder.positional.append(getter)
+        else:
+            binder.keywords.append((name, getter))
+    # A module that imports flask may call flask.request / jsonify / abort anywhere: keep the
+    # Flask request context 0.1.0 always had for it.
+    if "flask" in sys.modules and _module_uses_flask(function):
+        binder.needs_flask = True
+    return binder
+
+
+def _module_uses_flask(function: Callable[..., Any]) -> bool:
+    module = sys.modules.get(getattr(inspect.unwrap(function), "__module__", "") or "")
+    if module is None:
+        return False
+    flask = sys.modules["flask"]
+    return any(
+        value is flask or str(getattr(value, "__module__", "") or "").startswith("flask")
+        for value in vars(module).values()
+    )
+
+
+def _line_of(function: Callable[..., Any]) -> Optional[int]:
+    code = getattr(inspect.unwrap(function), "__code__", None)
+    return code.co_firstlineno if code else None

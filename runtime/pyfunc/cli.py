@@ -1,0 +1,86 @@
+"""Command line: ``pyfunc <command>`` and ``python -m pyfunc [DIR]``.
+
+Each subcommand lives in ``pyfunc.commands.<name>`` and exposes ``register(subparsers)``; this
+module only assembles them and turns expected failures into one clear line and exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import Optional, Sequence
+
+from . import __version__
+from .config import ConfigError, add_arguments
+from .errors import PyfuncError
+
+COMMANDS = ("run", "check", "invoke", "init", "build")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pyfunc",
+        description="Run a plain Python function as a CloudEvents/HTTP function (Knative-ready).",
+    )
+    parser.add_argument("--version", action="version", version=f"pyfunc {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"pyfunc.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"pyfunc.commands.{name}":
+                raise
+            continue
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The ``pyfunc`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        return int(args.func(args) or 0)
+    except (PyfuncError, ConfigError) as exc:
+        print(f"pyfunc: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def module_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pyfunc",
+        description="Serve the function in DIR (module 'handler', function 'handler' unless "
+        "PYTHON_HANDLER or --handler says otherwise). Every flag has an environment variable; "
+        "the flag wins. Subcommands: " + ", ".join(COMMANDS) + " (see `pyfunc --help`).",
+    )
+    parser.add_argument("directory", nargs="?", default=".", metavar="DIR",
+                        help="the function's directory (default: the current directory)")
+    parser.add_argument("--version", action="version", version=f"pyfunc {__version__}")
+    add_arguments(parser)
+    return parser
+
+
+def main_module(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m pyfunc [DIR] [flags]``; ``python -m pyfunc COMMAND …`` runs a subcommand."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in COMMANDS and not os.path.isdir(argv[0]):
+        return main(argv)
+    args = module_parser().parse_args(argv)
+    from .commands.run import serve_from_args
+
+    try:
+        return serve_from_args(args)
+    except (PyfuncError, ConfigError) as exc:
+        print(f"pyfunc: error: {exc}", file=sys.stderr)
+        return 1

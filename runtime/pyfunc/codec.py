@@ -1,0 +1,388 @@
+"""CloudEvents HTTP protocol binding v1.0.2: decode requests into events, encode reply events.
+
+This is the hot path, so it works on plain dicts and WSGI environ strings and never builds an
+SDK object; `pyfunc.events` turns an :class:`Event` into the SDK's types only for handlers
+that ask for them.
+
+Section numbers in comments refer to the HTTP protocol binding (``binding §``) and the JSON
+event format (``json §``), both v1.0.2.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import re
+import uuid
+from typing import Any, Iterable, Optional
+from urllib.parse import unquote_to_bytes
+
+from .errors import BadEvent, InvalidReply
+
+STRUCTURED = "structured"
+BINARY = "binary"
+BATCH = "batch"
+REPLY_MODES = (BINARY, STRUCTURED, BATCH)
+
+SUPPORTED_SPECVERSIONS = ("1.0", "0.3")
+REQUIRED_ATTRIBUTES = ("id", "source", "specversion", "type")
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
+BATCH_CONTENT_TYPE = "application/cloudevents-batch+json; charset=utf-8"
+
+# Spec §"Attribute Naming Convention": lower-case ASCII letters and digits only.
+_ATTRIBUTE_NAME = re.compile(r"[a-z0-9]+\Z")
+# binding §3.1.3.2: space, '"', '%' and everything outside U+0021..U+007E MUST be encoded.
+_NEEDS_PERCENT = re.compile(r'[^\x21\x23\x24\x26-\x7e]')
+
+
+class Event:
+    """A decoded CloudEvent: its context attributes (exactly as sent) and its data."""
+
+    __slots__ = ("attributes", "data")
+
+    def __init__(self, attributes: dict[str, Any], data: Any = None) -> None:
+        self.attributes = attributes
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"Event({self.attributes!r}, data={self.data!r})"
+
+
+# --------------------------------------------------------------------------- content types
+
+
+def media_type(content_type: Optional[str]) -> str:
+    """The media type without parameters, lower-cased (``"Text/Plain; charset=x"`` → ``"text/plain"``)."""
+    if not content_type:
+        return ""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def is_json(content_type: Optional[str]) -> bool:
+    """json §3.1.1: ``*/json`` or ``*/*+json``; an absent type is treated as application/json."""
+    mt = media_type(content_type)
+    return not mt or mt.endswith("/json") or mt.endswith("+json")
+
+
+def is_text(content_type: Optional[str]) -> bool:
+    mt = media_type(content_type)
+    return mt.startswith("text/") or mt in ("application/xml", "application/x-www-form-urlencoded")
+
+
+def _charset(content_type: str) -> str:
+    for param in content_type.split(";")[1:]:
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "charset":
+            return value.strip().strip('"') or "utf-8"
+    return "utf-8"
+
+
+def content_mode(content_type: Optional[str]) -> str:
+    """binding §3: the receiver tells the three content modes apart by the Content-Type prefix."""
+    mt = media_type(content_type)
+    if mt.startswith("application/cloudevents-batch"):
+        return BATCH
+    if mt.startswith("application/cloudevents"):
+        return STRUCTURED
+    return BINARY
+
+
+# --------------------------------------------------------------------------- header values
+
+
+def decode_header_value(raw: str) -> str:
+    """binding §3.1.3.2: unescape a quoted-string, then one strict round of percent-decoding.
+
+    ``raw`` is a WSGI environ value, i.e. the header's bytes decoded as latin-1.
+    """
+    if len(raw) >= 2 and raw[0] == '"' and raw[-1] == '"':
+        raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
+    if "%" not in raw and raw.isascii():
+        return raw
+    try:
+        return unquote_to_bytes(raw.encode("latin-1")).decode("utf-8")
+    except (UnicodeDecodeError, UnicodeEncodeError):
+        # "encoded byte sequences which are invalid in UTF-8 MUST be rejected"
+        raise BadEvent(
+            "invalid-header-encoding",
+            f"a ce- header value is not valid percent-encoded UTF-8: {raw[:80]!r}",
+        ) from None
+
+
+def encode_header_value(value: Any) -> str:
+    """binding §3.1.3.2: percent-encode the canonical string form (upper-case hex, UTF-8)."""
+    text = canonical_string(value)
+    if not _NEEDS_PERCENT.search(text):
+        return text
+    return "".join(
+        "".join(f"%{b:02X}" for b in ch.encode("utf-8")) if _NEEDS_PERCENT.match(ch) else ch
+        for ch in text
+    )
+
+
+def canonical_string(value: Any) -> str:
+    """The canonical string of a CloudEvents type system value (spec §"Type System")."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=datetime.timezone.utc)
+        return value.isoformat().replace("+00:00", "Z")
+    return str(value)
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _check_attributes(attributes: dict[str, Any], where: str = "") -> None:
+    """Required attributes present and non-empty, a known specversion, valid names."""
+    for name in REQUIRED_ATTRIBUTES:
+        value = attributes.get(name)
+        if value is None or value == "":
+            raise BadEvent("missing-attribute", f"{where}required attribute '{name}' is missing")
+        if not isinstance(value, str):
+            raise BadEvent(
+                "invalid-attribute", f"{where}attribute '{name}' must be a string"
+            )
+    if attributes["specversion"] not in SUPPORTED_SPECVERSIONS:
+        raise BadEvent(
+            "unsupported-specversion",
+            f"{where}specversion {attributes['specversion']!r} is not supported "
+            f"(supported: {', '.join(SUPPORTED_SPECVERSIONS)})",
+        )
+    for name in attributes:
+        if not _ATTRIBUTE_NAME.match(name):
+            raise BadEvent(
+                "invalid-attribute-name",
+                f"{where}attribute name {name!r} is not lower-case letters and digits",
+            )
+
+
+def decode_data(body: bytes, content_type: Optional[str], *, guess: bool = False) -> Any:
+    """Event data from raw bytes, by ``datacontenttype`` (json §3.1.2 rules, applied to binary mode).
+
+    JSON types become Python values, text types ``str``, anything else stays ``bytes``.
+    With ``guess`` (binary mode without a Content-Type) JSON is tried and bytes kept if it
+    is not JSON, so nothing the sender sent is lost or rejected on a guess.
+    """
+    if not body:
+        return None
+    if is_json(content_type):
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            if guess:
+                return body
+            raise BadEvent("malformed-json", f"event data is not valid JSON: {exc}") from None
+    if is_text(content_type):
+        try:
+            return body.decode(_charset(content_type or ""))
+        except (UnicodeDecodeError, LookupError) as exc:
+            raise BadEvent("invalid-data-encoding", f"event data is not valid text: {exc}") from None
+    return body
+
+
+def decode_binary(environ: dict[str, Any], body: bytes) -> Event:
+    """binding §3.1: attributes from ``ce-`` headers, data is the body, Content-Type is datacontenttype."""
+    attributes: dict[str, Any] = {}
+    for key, value in environ.items():
+        # WSGI spells header "ce-foo" as HTTP_CE_FOO; "-" and "_" both become "_", so an
+        # underscore here was a dash on the wire and attribute names never contain either.
+        if key.startswith("HTTP_CE_"):
+            name = key[8:].lower()
+            attributes[name] = decode_header_value(value)
+    if "specversion" not in attributes:
+        raise BadEvent(
+            "not-a-cloudevent",
+            "the request carries no CloudEvent: no ce-specversion header "
+            "and the Content-Type is not application/cloudevents+json",
+        )
+    # binding §3.1.1: a ce-datacontenttype header MUST NOT be present; Content-Type is authoritative.
+    attributes.pop("datacontenttype", None)
+    content_type = environ.get("CONTENT_TYPE")
+    if content_type:
+        attributes["datacontenttype"] = content_type
+    _check_attributes(attributes)
+    return Event(attributes, decode_data(body, content_type, guess=not content_type))
+
+
+def _parse_json(body: bytes, what: str) -> Any:
+    if not body:
+        raise BadEvent("empty-body", f"{what} body is empty")
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise BadEvent("malformed-json", f"{what} body is not valid JSON: {exc}") from None
+
+
+def event_from_json(obj: Any, where: str = "") -> Event:
+    """json §3: one JSON object → an Event; ``data_base64`` → bytes (json §3.1.2)."""
+    if not isinstance(obj, dict):
+        raise BadEvent("invalid-event", f"{where}a CloudEvent must be a JSON object")
+    attributes = dict(obj)
+    has_b64 = "data_base64" in attributes
+    data = attributes.pop("data", None)
+    data_b64 = attributes.pop("data_base64", None)
+    if has_b64 and "data" in obj:
+        raise BadEvent("invalid-event", f"{where}'data' and 'data_base64' are mutually exclusive")
+    # json §3: an OPTIONAL attribute MAY be represented as null, meaning "absent".
+    for name in [n for n, v in attributes.items() if v is None]:
+        del attributes[name]
+    _check_attributes(attributes, where)
+    if has_b64 and data_b64 is not None:
+        if not isinstance(data_b64, str):
+            raise BadEvent("invalid-event", f"{where}'data_base64' must be a string")
+        try:
+            data = base64.b64decode(data_b64, validate=True)
+        except ValueError:
+            raise BadEvent("invalid-event", f"{where}'data_base64' is not valid base64") from None
+    elif isinstance(data, str) and not is_json(attributes.get("datacontenttype")):
+        pass  # json §3.1.2: a non-JSON type's data member is "an encoded content string"
+    return Event(attributes, data)
+
+
+def decode_structured(body: bytes) -> Event:
+    """binding §3.2 with the JSON event format."""
+    return event_from_json(_parse_json(body, "structured CloudEvent"))
+
+
+def decode_batch(body: bytes) -> list[Event]:
+    """binding §3.3 / json §4: a JSON array of events; it MAY be empty; one specversion for all."""
+    items = _parse_json(body, "CloudEvents batch")
+    if not isinstance(items, list):
+        raise BadEvent("invalid-batch", "a CloudEvents batch must be a JSON array")
+    events = [event_from_json(item, f"batch[{i}]: ") for i, item in enumerate(items)]
+    if len({e.attributes["specversion"] for e in events}) > 1:
+        raise BadEvent("invalid-batch", "all events in a batch MUST have the same specversion")
+    return events
+
+
+def decode_request(environ: dict[str, Any], body: bytes) -> tuple[str, list[Event]]:
+    """Decode any of the three content modes; returns ``(mode, events)``."""
+    content_type = environ.get("CONTENT_TYPE")
+    mode = content_mode(content_type)
+    if mode == BINARY:
+        return mode, [decode_binary(environ, body)]
+    if mode == STRUCTURED:
+        if not media_type(content_type).endswith("+json"):
+            raise BadEvent(
+                "unsupported-event-format",
+                f"structured mode with format {media_type(content_type)!r}; only JSON is supported",
+            )
+        return mode, [decode_structured(body)]
+    return mode, decode_batch(body)
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def now_rfc3339() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def complete_reply(
+    attributes: dict[str, Any],
+    incoming: Optional[Event],
+    default_source: str,
+) -> dict[str, Any]:
+    """Fill the attributes a reply needs (a new dict; the handler's stays untouched).
+
+    ``specversion``, ``id`` and ``time`` are filled when missing, as 0.1.0 (through the SDK)
+    did. A reply that reuses the incoming ``source`` + ``id`` gets a fresh ``id``: producers
+    MUST keep ``source`` + ``id`` unique per distinct event (spec §"id").
+    """
+    reply = {}
+    for name, value in attributes.items():
+        key = name.lower() if isinstance(name, str) else name
+        if not isinstance(key, str) or not _ATTRIBUTE_NAME.match(key):
+            raise InvalidReply(f"reply attribute name {name!r} is not lower-case letters and digits")
+        if value is not None:
+            reply[key] = value
+    reply.setdefault("specversion", "1.0")
+    reply.setdefault("source", default_source)
+    if "type" not in reply:
+        raise InvalidReply("the reply event has no 'type' attribute")
+    if reply["specversion"] not in SUPPORTED_SPECVERSIONS:
+        raise InvalidReply(f"the reply event has an unsupported specversion {reply['specversion']!r}")
+    if "id" not in reply or (
+        incoming is not None
+        and reply["id"] == incoming.attributes.get("id")
+        and reply["source"] == incoming.attributes.get("source")
+    ):
+        reply["id"] = str(uuid.uuid4())
+    reply.setdefault("time", now_rfc3339())
+    return reply
+
+
+def _data_bytes(data: Any, content_type: Optional[str]) -> tuple[bytes, Optional[str]]:
+    """Body bytes for binary mode, and the Content-Type to send (binding §3.1.1, §3.1.2)."""
+    if data is None:
+        return b"", content_type
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data), content_type or "application/octet-stream"
+    if isinstance(data, str) and content_type and not is_json(content_type):
+        # A text payload goes out as itself, not JSON-quoted (0.1.0 quoted it: a bug).
+        return data.encode(_charset(content_type)), content_type
+    return dump_json(data), content_type or "application/json"
+
+
+def dump_json(value: Any) -> bytes:
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_json_default).encode()
+    except (TypeError, ValueError) as exc:
+        raise InvalidReply(f"the reply data cannot be encoded as JSON: {exc}") from None
+
+
+def _json_default(value: Any) -> Any:
+    """Dataclasses, pydantic models and datetimes in a reply encode as their JSON form."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return dump(mode="json")
+    if isinstance(value, (datetime.datetime, datetime.date)):
+        return value.isoformat()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def encode_binary(attributes: dict[str, Any], data: Any) -> tuple[list[tuple[str, str]], bytes]:
+    """binding §3.1: ``ce-`` headers plus the data as body; never a ``ce-datacontenttype``."""
+    content_type = attributes.get("datacontenttype")
+    body, content_type = _data_bytes(data, content_type)
+    headers = [
+        ("ce-" + name, encode_header_value(value))
+        for name, value in attributes.items()
+        if name != "datacontenttype"
+    ]
+    if content_type:
+        headers.append(("Content-Type", encode_header_value(content_type)))
+    return headers, body
+
+
+def event_to_json(attributes: dict[str, Any], data: Any) -> dict[str, Any]:
+    """json §3: attributes as members; bytes → ``data_base64``; JSON data stored as a JSON value."""
+    obj = {
+        name: value if isinstance(value, (str, int, bool)) else canonical_string(value)
+        for name, value in attributes.items()
+    }
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        obj["data_base64"] = base64.b64encode(bytes(data)).decode("ascii")
+    elif data is not None:
+        obj["data"] = data
+    return obj
+
+
+def encode_structured(attributes: dict[str, Any], data: Any) -> tuple[list[tuple[str, str]], bytes]:
+    return [("Content-Type", STRUCTURED_CONTENT_TYPE)], dump_json(event_to_json(attributes, data))
+
+
+def encode_batch(events: Iterable[tuple[dict[str, Any], Any]]) -> tuple[list[tuple[str, str]], bytes]:
+    body = dump_json([event_to_json(a, d) for a, d in events])
+    return [("Content-Type", BATCH_CONTENT_TYPE)], body

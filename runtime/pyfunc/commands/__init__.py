@@ -1,0 +1,1 @@
+"""One module per ``pyfunc`` subcommand, each with ``register(subparsers)``."""

@@ -1,0 +1,48 @@
+"""``pyfunc check [DIR]``: load the handler exactly as the server would, and report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..config import Config
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "check", help="load the handler as the server would and report what it binds",
+        description="Load DIR's handler exactly as the server would; exit 1 on any error.",
+    )
+    parser.add_argument("directory", nargs="?", default=".", metavar="DIR")
+    parser.add_argument("--handler", default=None, metavar="TARGET",
+                        help="module.func to check [env PYTHON_HANDLER, default handler.handler]")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.set_defaults(func=check)
+
+
+def check(args: argparse.Namespace) -> int:
+    from ..server import build_app
+
+    config = Config.load(args=args)
+    app = build_app(config)
+    report = {
+        "function": app.loaded.qualname,
+        "file": app.loaded.file,
+        "kind": "cloudevent" if app.binder.needs_event else "http",
+        "async": app.is_async,
+        "parameters": app.binder.bound,
+        "hooks": sorted(app.loaded.hooks),
+    }
+    if args.json:
+        json.dump(report, sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"ok: {report['function']} ({report['kind']} function{', async' if report['async'] else ''})")
+    print(f"  file: {report['file']}")
+    for name, what in report["parameters"].items():
+        print(f"  parameter {name}: {what}")
+    if not report["parameters"]:
+        print("  no parameters")
+    print(f"  hooks: {', '.join(report['hooks']) or 'none'}")
+    return 0

@@ -1,0 +1,31 @@
+"""``pyfunc run [DIR]``: serve the function (``--reload`` restarts it on file changes)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..config import Config, add_arguments
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("run", help="serve the function in DIR",
+                                   description="Serve the function in DIR on PORT.")
+    parser.add_argument("directory", nargs="?", default=".", metavar="DIR")
+    parser.add_argument("--reload", action="store_true",
+                        help="restart when files in DIR change; a broken edit is served as a 500")
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if getattr(args, "reload", False):
+        from ..reload import run_with_reload
+
+        return run_with_reload(args)
+    return serve_from_args(args)
+
+
+def serve_from_args(args: argparse.Namespace, **overrides: object) -> int:
+    from ..server import serve
+
+    return serve(Config.load(args=args, **overrides))

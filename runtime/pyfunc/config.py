@@ -1,0 +1,177 @@
+"""Settings: one table that drives the environment variables, the command-line flags and the docs.
+
+Precedence: a command-line flag beats its environment variable, which beats the default.
+Bad values are reported by name (``PYFUNC_THREADS must be …``) before anything starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, fields
+from typing import Any, Callable, Mapping, Optional
+
+from .errors import PyfuncError
+
+
+class ConfigError(PyfuncError):
+    """A setting has a value pyfunc cannot use."""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def _size(text: str) -> int:
+    """Bytes, with an optional K/M/G suffix (binary multiples): ``10M`` is 10 MiB."""
+    text = text.strip().upper().removesuffix("B").removesuffix("I")
+    factor = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+    number = text[:-1] if factor > 1 else text
+    value = int(float(number) * factor)
+    if value < 1:
+        raise ValueError("must be positive")
+    return value
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return value
+
+    return parse
+
+
+def _boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str          # attribute of Config
+    env: str
+    flag: str
+    default: Any
+    parse: Callable[[str], Any]
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("handler", "PYTHON_HANDLER", "--handler", "handler.handler", str,
+            "the function to serve: module.func, pkg.mod.func or module:func"),
+    Setting("port", "PORT", "--port", 8080, _positive_int, "TCP port to listen on (Knative sets PORT)"),
+    Setting("host", "PYFUNC_HOST", "--host", "0.0.0.0", str, "address to listen on"),
+    Setting("threads", "PYFUNC_THREADS", "--threads", 8, _positive_int,
+            "worker threads serving requests (waitress threads)"),
+    Setting("connection_limit", "PYFUNC_CONNECTION_LIMIT", "--connection-limit", 128, _positive_int,
+            "open connections accepted at once; further ones wait in the listen backlog"),
+    Setting("backlog", "PYFUNC_BACKLOG", "--backlog", 1024, _positive_int, "listen backlog"),
+    Setting("max_body_size", "PYFUNC_MAX_BODY_SIZE", "--max-body-size", 10 << 20, _size,
+            "largest request body in bytes (K/M/G suffixes allowed); larger gets 413"),
+    Setting("max_header_size", "PYFUNC_MAX_HEADER_SIZE", "--max-header-size", 64 << 10, _size,
+            "largest request head (request line + headers); larger gets 431"),
+    Setting("channel_timeout", "PYFUNC_CHANNEL_TIMEOUT", "--channel-timeout", 60.0, _non_negative_float,
+            "seconds an idle or stalled client connection is kept before it is closed"),
+    Setting("timeout", "PYFUNC_TIMEOUT", "--timeout", 0.0, _non_negative_float,
+            "seconds one invocation may take before a 504 (0: no limit)"),
+    Setting("max_concurrency", "PYFUNC_MAX_CONCURRENCY", "--max-concurrency", 0, int,
+            "invocations in progress at once before 429 (0: no limit; like containerConcurrency)"),
+    Setting("shutdown_timeout", "PYFUNC_SHUTDOWN_TIMEOUT", "--shutdown-timeout", 25.0, _non_negative_float,
+            "seconds SIGTERM waits for in-flight requests (below Knative's 30 s grace period)"),
+    Setting("reply_mode", "PYFUNC_REPLY_MODE", "--reply-mode", "auto",
+            _choice("auto", "binary", "structured", "batch"),
+            "content mode of reply events: auto (same as the request), binary, structured, batch"),
+    Setting("log_format", "PYFUNC_LOG_FORMAT", "--log-format", "text", _choice("text", "json"),
+            "log line format"),
+    Setting("log_level", "PYFUNC_LOG_LEVEL", "--log-level", "INFO",
+            lambda t: _choice("debug", "info", "warning", "error", "critical")(t).upper(),
+            "lowest level logged (the handler's logging.info is shown by default)"),
+    Setting("access_log", "PYFUNC_ACCESS_LOG", "--access-log", True, _boolean,
+            "one log line per request"),
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the server needs to know, validated."""
+
+    directory: str = "."
+    handler: str = "handler.handler"
+    port: int = 8080
+    host: str = "0.0.0.0"
+    threads: int = 8
+    connection_limit: int = 128
+    backlog: int = 1024
+    max_body_size: int = 10 << 20
+    max_header_size: int = 64 << 10
+    channel_timeout: float = 60.0
+    timeout: float = 0.0
+    max_concurrency: int = 0
+    shutdown_timeout: float = 25.0
+    reply_mode: str = "auto"
+    log_format: str = "text"
+    log_level: str = "INFO"
+    access_log: bool = True
+    # When set, a handler that fails to load is served as a 500 naming the error instead of
+    # ending the process (used by `pyfunc run --reload`).
+    serve_load_errors: bool = False
+
+    @classmethod
+    def load(
+        cls,
+        environ: Optional[Mapping[str, str]] = None,
+        args: Optional[argparse.Namespace] = None,
+        **overrides: Any,
+    ) -> Config:
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for setting in SETTINGS:
+            raw = environ.get(setting.env)
+            if raw is not None and raw.strip() != "":
+                values[setting.name] = _parse(setting, raw, setting.env)
+            flag_value = getattr(args, setting.name, None) if args is not None else None
+            if flag_value is not None:
+                values[setting.name] = (
+                    flag_value if not isinstance(flag_value, str) else _parse(setting, flag_value, setting.flag)
+                )
+        if args is not None and getattr(args, "directory", None):
+            values["directory"] = args.directory
+        values.update(overrides)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def _parse(setting: Setting, raw: str, source: str) -> Any:
+    try:
+        return setting.parse(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{source}={raw!r} is invalid: {exc}") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one ``--flag`` per setting; values stay strings so ``Config.load`` parses them."""
+    for setting in SETTINGS:
+        if setting.parse is _boolean:
+            parser.add_argument(setting.flag, dest=setting.name, action=argparse.BooleanOptionalAction,
+                                default=None, help=f"{setting.help} [env {setting.env}]")
+            continue
+        parser.add_argument(
+            setting.flag, dest=setting.name, default=None, metavar=setting.name.upper(),
+            help=f"{setting.help} [env {setting.env}, default {setting.default}]",
+        )

@@ -1,0 +1,183 @@
+"""Find the user's function: import its module from the function directory and pick the callable.
+
+Everything here runs once, at startup. Failures raise :class:`HandlerLoadError` naming the
+file, the line and what is wrong, so a broken ``handler.py`` is a clear startup error rather
+than a 500 on the first request.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable, Optional
+
+from .errors import HandlerLoadError
+
+DEFAULT_TARGET = "handler.handler"
+HOOK_NAMES = ("start", "stop", "alive", "ready")
+
+
+@dataclass
+class LoadedFunction:
+    """The user's function, the module it lives in and the optional lifecycle hooks."""
+
+    function: Callable[..., Any]
+    module: ModuleType
+    name: str
+    file: Optional[str]
+    hooks: dict[str, Callable[..., Any]] = field(default_factory=dict)
+
+    @property
+    def qualname(self) -> str:
+        return f"{self.module.__name__}.{self.name}"
+
+
+def parse_target(target: str) -> tuple[str, Optional[str]]:
+    """``module.func``, ``pkg.mod.func`` or ``module:func`` → ``(module, func)``.
+
+    A bare ``module`` means "the one public function in that module". 0.1.0 took only the
+    first two dotted parts; a longer dotted path now names a package module.
+    """
+    target = target.strip()
+    if ":" in target:
+        module, _, func = target.partition(":")
+    elif "." in target:
+        module, _, func = target.rpartition(".")
+    else:
+        module, func = target, ""
+    if not module or not all(part.isidentifier() for part in module.split(".")):
+        raise HandlerLoadError(
+            f"invalid handler target {target!r}: expected <module>.<function> or <module>:<function>"
+        )
+    if func and not func.isidentifier():
+        raise HandlerLoadError(f"invalid function name {func!r} in handler target {target!r}")
+    return module, func or None
+
+
+def load_function(directory: os.PathLike[str] | str, target: str = DEFAULT_TARGET) -> LoadedFunction:
+    """Import the target's module from ``directory`` and return its function and hooks."""
+    workspace = Path(directory).resolve()
+    if not workspace.is_dir():
+        raise HandlerLoadError(f"function directory {str(directory)!r} does not exist")
+    module_name, func_name = parse_target(target)
+    module = _import_module(workspace, module_name)
+    function, name = _select_function(module, func_name)
+    hooks = {
+        hook: obj
+        for hook in HOOK_NAMES
+        if hook != name and callable(obj := getattr(module, hook, None)) and not inspect.isclass(obj)
+    }
+    return LoadedFunction(function, module, name, getattr(module, "__file__", None), hooks)
+
+
+def _import_module(workspace: Path, module_name: str) -> ModuleType:
+    # The directory stays on sys.path for the life of the process: handlers import siblings
+    # lazily, inside the function, and 0.1.0's removal of it broke exactly that.
+    if str(workspace) not in sys.path:
+        sys.path.insert(0, str(workspace))
+    relative = Path(*module_name.split("."))
+    candidates = [workspace / relative.with_suffix(".py"), workspace / relative / "__init__.py"]
+    file = next((c for c in candidates if c.is_file()), None)
+    if file is None:
+        raise HandlerLoadError(
+            f"module {module_name!r} not found: no {relative.with_suffix('.py')} "
+            f"in {workspace}" + _listing(workspace)
+        )
+    try:
+        if "." in module_name:
+            return importlib.import_module(module_name)
+        # A top-level module is loaded from its file, so a same-named module that is already
+        # imported (a stdlib "handler"? a test's earlier function) cannot shadow it.
+        spec = importlib.util.spec_from_file_location(module_name, file)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        # Registered before it runs: dataclasses and pickling look the module up by name.
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            sys.modules.pop(module_name, None)
+            raise
+        return module
+    except SyntaxError as exc:
+        raise HandlerLoadError(
+            f"SyntaxError: {exc.msg}", exc.filename or str(file), exc.lineno
+        ) from None
+    except Exception as exc:
+        user_file, line = _innermost_frame_in(workspace, exc) or (str(file), None)
+        raise HandlerLoadError(
+            f"error while importing {module_name!r}: {type(exc).__name__}: {exc}", user_file, line
+        ) from None
+    except SystemExit as exc:
+        raise HandlerLoadError(f"module {module_name!r} called exit({exc.code!r}) while importing", str(file)) from None
+
+
+def _innermost_frame_in(workspace: Path, exc: BaseException) -> Optional[tuple[str, int]]:
+    """The deepest traceback frame inside the function directory: where the user's code failed."""
+    found = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        try:
+            inside = Path(frame.filename).resolve().is_relative_to(workspace)
+        except (OSError, ValueError):
+            inside = False
+        if inside:
+            found = (frame.filename, frame.lineno or 0)
+    return found
+
+
+def _listing(workspace: Path) -> str:
+    names = sorted(p.name for p in workspace.glob("*.py"))
+    return f" (Python files there: {', '.join(names)})" if names else " (no .py files there)"
+
+
+def public_functions(module: ModuleType) -> list[str]:
+    """Public functions defined in ``module`` itself (imported ones and hooks do not count)."""
+    return [
+        name
+        for name, obj in vars(module).items()
+        if not name.startswith("_")
+        and name not in HOOK_NAMES
+        and inspect.isfunction(obj)
+        and obj.__module__ == module.__name__
+    ]
+
+
+def _select_function(module: ModuleType, func_name: Optional[str]) -> tuple[Callable[..., Any], str]:
+    file = getattr(module, "__file__", None)
+    if func_name is not None:
+        obj = getattr(module, func_name, None)
+        if obj is not None:
+            if not callable(obj) or inspect.isclass(obj):
+                raise HandlerLoadError(
+                    f"{func_name!r} in module {module.__name__!r} is a {type(obj).__name__}, not a function",
+                    file,
+                    _line_of(obj),
+                )
+            return obj, func_name
+    candidates = public_functions(module)
+    if len(candidates) == 1:
+        return getattr(module, candidates[0]), candidates[0]
+    wanted = f"no function {func_name!r}" if func_name else "no function name given"
+    if not candidates:
+        raise HandlerLoadError(
+            f"{wanted} in module {module.__name__!r}, and it defines no public function", file
+        )
+    raise HandlerLoadError(
+        f"{wanted} in module {module.__name__!r}, and it defines several public functions "
+        f"({', '.join(candidates)}): set PYTHON_HANDLER=<module>.<function> to choose one",
+        file,
+    )
+
+
+def _line_of(obj: Any) -> Optional[int]:
+    try:
+        return inspect.getsourcelines(obj)[1]
+    except (OSError, TypeError):
+        return None

@@ -1,0 +1,95 @@
+"""Logging: the handler's ``logging.info`` visible by default, one access line per request, JSON on demand.
+
+pyfunc installs exactly one handler on the root logger (so nothing is printed twice, unlike
+0.1.0 where the first ``logging.info`` doubled every access line). Per-request fields
+(request id, CloudEvent id/type/source, W3C trace id) live in a context variable, so the
+handler's own log records carry them too.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import datetime
+import json
+import logging
+import sys
+from typing import Any, Optional
+
+request_fields: contextvars.ContextVar[Optional[dict[str, Any]]] = contextvars.ContextVar(
+    "pyfunc_request_fields", default=None
+)
+
+access_logger = logging.getLogger("pyfunc.access")
+logger = logging.getLogger("pyfunc")
+
+_FIELDS = ("request_id", "ce_id", "ce_type", "ce_source", "trace_id")
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: timestamp, level, logger, message and the request's fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "timestamp": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = request_fields.get()
+        if fields:
+            entry.update({k: v for k, v in fields.items() if v is not None})
+        extra = getattr(record, "access", None)
+        if extra:
+            entry.update(extra)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def configure(log_format: str = "text", level: str = "INFO") -> None:
+    """Route all logging to stderr through one handler; replaces handlers set up before."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    # waitress logs through "waitress"; its queue warnings are useful, its INFO chatter is not.
+    logging.getLogger("waitress").setLevel(max(logging.WARNING, root.level))
+
+
+def access(method: str, path: str, status: int, seconds: float, fields: Optional[dict[str, Any]]) -> None:
+    """One line per request: method, path, status, latency, CloudEvent id and type."""
+    if not access_logger.isEnabledFor(logging.INFO):
+        return
+    millis = seconds * 1000
+    extra = {"method": method, "path": path, "status": status, "duration_ms": round(millis, 3)}
+    if fields and fields.get("ce_id") is not None:
+        access_logger.info(
+            "%s %s %d %.1fms ce-id=%s ce-type=%s", method, path, status, millis,
+            fields.get("ce_id"), fields.get("ce_type"), extra={"access": extra},
+        )
+    else:
+        access_logger.info("%s %s %d %.1fms", method, path, status, millis, extra={"access": extra})
+
+
+def trace_id(traceparent: Optional[str]) -> Optional[str]:
+    """The trace id of a W3C ``traceparent`` (``00-<trace id>-<span id>-<flags>``), if valid."""
+    if not traceparent:
+        return None
+    parts = traceparent.strip().split("-")
+    if len(parts) >= 4 and len(parts[1]) == 32 and parts[1] != "0" * 32:
+        try:
+            int(parts[1], 16)
+        except ValueError:
+            return None
+        return parts[1]
+    return None

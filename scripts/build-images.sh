@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Build pyfunc's images locally, without a registry:
+#   pyfunc/rootfs:bookworm  debootstrap'd Debian with python3, `docker import`ed
+#   pyfunc/base             image/Dockerfile: the runtime (also the builder's run image)
+#   pyfunc/build            builder/build.Dockerfile: base + pip, the builder's build image
+#   pyfunc/builder          `pack builder create` with buildpack/ and the local lifecycle
+# Each step is skipped when its inputs are unchanged (labels keep input hashes), so a re-run is cheap.
+# Needs scripts/install-tools.sh first.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+docker info >/dev/null 2>&1 || die "docker is not running: run scripts/install-tools.sh first"
+command -v pack >/dev/null || die "pack not found: run scripts/install-tools.sh first"
+
+hash_of() { (cd "$REPO" && find "$@" -type f ! -path '*/__pycache__/*' ! -name '*.pyc' ! -path '*.egg-info/*' -print0 |
+  sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16); }
+label_of() { docker image inspect -f "{{index .Config.Labels \"io.pyfunc.inputs\"}}" "$1" 2>/dev/null || true; }
+
+# --- root image -------------------------------------------------------------------------------
+ROOTFS_TAR="$CACHE/rootfs-$DEBIAN_SUITE.tar"
+ROOT_IMAGE="pyfunc/rootfs:$DEBIAN_SUITE"
+if [ ! -s "$ROOTFS_TAR" ]; then
+  step "Making the $DEBIAN_SUITE root filesystem with debootstrap (about a minute)"
+  mirror="$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)"
+  [ -n "$mirror" ] || mirror="$(awk '$1 == "deb" {print $2; exit}' /etc/apt/sources.list 2>/dev/null)"
+  [ -n "$mirror" ] || die "no Debian mirror found in the host's apt sources"
+  root="$(mktemp -d)"
+  debootstrap --variant=minbase --include=python3,ca-certificates "$DEBIAN_SUITE" "$root" "$mirror" \
+    >"$CACHE/debootstrap.log" 2>&1 || { tail -20 "$CACHE/debootstrap.log"; die "debootstrap failed"; }
+  # Trim what a function runtime never reads.
+  rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/* "$root"/var/cache/debconf/*-old \
+    "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/usr/share/locale/* \
+    "$root"/usr/share/lintian "$root"/var/log/* "$root"/usr/lib/x86_64-linux-gnu/gconv/*.so
+  tar -C "$root" --numeric-owner -cf "$ROOTFS_TAR.tmp" . && mv "$ROOTFS_TAR.tmp" "$ROOTFS_TAR"
+  rm -rf "$root"
+fi
+if ! docker image inspect "$ROOT_IMAGE" >/dev/null 2>&1; then
+  step "Importing $ROOT_IMAGE"
+  docker import -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    -c 'CMD ["/bin/bash"]' "$ROOTFS_TAR" "$ROOT_IMAGE" >/dev/null
+fi
+
+# --- wheelhouse: pyfunc-invoker (this repo), its dependencies and pip, for the image's Python --
+WHEELS="$CACHE/context/wheelhouse"
+runtime_hash="$(hash_of runtime pyproject.toml)"
+if [ "$(cat "$WHEELS/.inputs" 2>/dev/null)" != "$runtime_hash-$PIP_VERSION-$PYTHON_VERSION" ]; then
+  step "Building the wheelhouse (runtime/ changed or first run)"
+  rm -rf "$WHEELS"; mkdir -p "$WHEELS"
+  python3 -m pip wheel --quiet --no-deps --no-cache-dir -w "$WHEELS" "$REPO"
+  python3 -m pip download --quiet --no-cache-dir -d "$WHEELS" --find-links "$WHEELS" \
+    --only-binary=:all: --platform manylinux2014_x86_64 --implementation cp \
+    --python-version "$PYTHON_VERSION" "$(ls "$WHEELS"/pyfunc_invoker-*.whl)" "pip==$PIP_VERSION"
+  echo "$runtime_hash-$PIP_VERSION-$PYTHON_VERSION" >"$WHEELS/.inputs"
+fi
+
+# --- base and build images ---------------------------------------------------------------------
+root_id="$(docker image inspect -f '{{.Id}}' "$ROOT_IMAGE" | cut -c8-19)"
+base_inputs="$root_id-$runtime_hash-$(hash_of image/Dockerfile)"
+if [ "$(label_of pyfunc/base)" != "$base_inputs" ]; then
+  step "Building pyfunc/base (image/Dockerfile)"
+  docker build -q -f "$REPO/image/Dockerfile" --build-arg "BASE_IMAGE=$ROOT_IMAGE" \
+    --label "io.pyfunc.inputs=$base_inputs" -t pyfunc/base "$CACHE/context" >/dev/null
+fi
+note "pyfunc/base $(docker image inspect -f '{{.Size}}' pyfunc/base | awk '{printf "%.1f MB", $1/1e6}')"
+
+base_id="$(docker image inspect -f '{{.Id}}' pyfunc/base | cut -c8-19)"
+build_inputs="$base_id-$(hash_of builder/build.Dockerfile)"
+if [ "$(label_of pyfunc/build)" != "$build_inputs" ]; then
+  step "Building pyfunc/build (builder/build.Dockerfile)"
+  docker build -q -f "$REPO/builder/build.Dockerfile" --build-arg BASE_IMAGE=pyfunc/base \
+    --label "io.pyfunc.inputs=$build_inputs" -t pyfunc/build "$CACHE/context" >/dev/null
+fi
+
+# --- builder ------------------------------------------------------------------------------------
+LC_TGZ="$TOOLS/lifecycle-v$LIFECYCLE_VERSION+linux.x86-64.tgz"
+[ -s "$LC_TGZ" ] || die "lifecycle tarball missing: run scripts/install-tools.sh"
+build_id="$(docker image inspect -f '{{.Id}}' pyfunc/build | cut -c8-19)"
+builder_inputs="$base_id-$build_id-$(hash_of buildpack builder/builder.toml)-$LIFECYCLE_VERSION-$PACK_VERSION"
+if [ "$(label_of pyfunc/builder)" != "$builder_inputs" ]; then
+  step "Creating pyfunc/builder with pack (buildpack/, lifecycle v$LIFECYCLE_VERSION)"
+  sed -e "s|@BUILDPACK@|$REPO/buildpack|" -e "s|@LIFECYCLE@|$LC_TGZ|" \
+    "$REPO/builder/builder.toml" >"$CACHE/builder.toml"
+  pack builder create pyfunc/builder:tmp --config "$CACHE/builder.toml" --pull-policy never \
+    >"$CACHE/builder-create.log" 2>&1 || { cat "$CACHE/builder-create.log"; die "pack builder create failed"; }
+  # Stamp the inputs so an unchanged re-run skips this step.
+  echo "FROM pyfunc/builder:tmp" | docker build -q --label "io.pyfunc.inputs=$builder_inputs" \
+    -t pyfunc/builder - >/dev/null
+  docker rmi pyfunc/builder:tmp >/dev/null
+fi
+step "Images ready: pyfunc/base, pyfunc/build, pyfunc/builder"

@@ -1,0 +1,15 @@
+# Shared by the scripts in this folder: cache paths, pinned versions, docker client settings.
+# shellcheck shell=bash
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="${PYFUNC_CACHE:-$HOME/.cache/pyfunc}"
+TOOLS="$CACHE/tools"
+# shellcheck source=versions.env
+source "$REPO/scripts/versions.env"
+export PATH="$TOOLS/bin:$PATH"
+# Debian 12's engine speaks API 1.41; a newer client elsewhere on PATH must talk down to it.
+export DOCKER_API_VERSION="${DOCKER_API_VERSION:-1.41}"
+mkdir -p "$TOOLS/bin"
+
+step() { printf '==> %s\n' "$*"; }
+note() { printf '    %s\n' "$*"; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
