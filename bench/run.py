@@ -414,9 +414,9 @@ def measure_cell(server: Server, reqfile: Path, scn: dict, args) -> dict:
     peak = [rss_kb(pids)]
     stop = threading.Event()
 
-    def sampler():
+    def sampler():  # the tree is fixed during a cell: no /proc scan per sample
         while not stop.wait(0.25):
-            peak[0] = max(peak[0], rss_kb(server.pids()))
+            peak[0] = max(peak[0], rss_kb(pids))
 
     th = threading.Thread(target=sampler, daemon=True)
     c0 = cpu_ticks(pids)

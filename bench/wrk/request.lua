@@ -11,7 +11,7 @@ function init(args)
   local sep = raw:find("\n\n", 1, true)
   local head, body = raw:sub(1, sep - 1), raw:sub(sep + 2)
   local first = true
-  wrk.headers = {}
+  -- keep wrk.headers as is: it already holds the Host header
   for line in head:gmatch("[^\n]+") do
     if first then
       wrk.method = line
