@@ -86,4 +86,6 @@ if [ "$(label_of pyfunc/builder)" != "$builder_inputs" ]; then
     -t pyfunc/builder - >/dev/null
   docker rmi pyfunc/builder:tmp >/dev/null
 fi
+# Drop our own superseded images (dangling, labelled by this script).
+docker image prune -f --filter label=io.pyfunc.inputs >/dev/null
 step "Images ready: pyfunc/base, pyfunc/build, pyfunc/builder"

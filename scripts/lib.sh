@@ -8,6 +8,9 @@ source "$REPO/scripts/versions.env"
 export PATH="$TOOLS/bin:$PATH"
 # Debian 12's engine speaks API 1.41; a newer client elsewhere on PATH must talk down to it.
 export DOCKER_API_VERSION="${DOCKER_API_VERSION:-1.41}"
+# pack names its build-cache volumes from this key; unset (inside a container) it picks a new one
+# per build, and cached layers (the function's dependencies) would never be reused.
+export PACK_VOLUME_KEY="${PACK_VOLUME_KEY:-pyfunc-local}"
 mkdir -p "$TOOLS/bin"
 
 step() { printf '==> %s\n' "$*"; }
