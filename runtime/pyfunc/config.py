@@ -104,6 +104,9 @@ SETTINGS: tuple[Setting, ...] = (
             "lowest level logged (the handler's logging.info is shown by default)"),
     Setting("access_log", "PYFUNC_ACCESS_LOG", "--access-log", True, _boolean,
             "one log line per request"),
+    Setting("serve_load_errors", "PYFUNC_SERVE_LOAD_ERRORS", "--serve-load-errors", False, _boolean,
+            "answer every request with a 500 naming a handler load error instead of exiting "
+            "(what `pyfunc run --reload` runs its server with)"),
 )
 
 
