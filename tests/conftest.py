@@ -19,6 +19,8 @@ from typing import Callable, Optional
 
 import pytest
 import requests
+from cloudevents.conversion import to_binary, to_structured
+from cloudevents.http import CloudEvent
 
 from pyfunc.server import free_port
 
@@ -134,3 +136,17 @@ def run_pyfunc(*args: str, cwd: Optional[Path] = None, env: Optional[dict] = Non
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "pyfunc", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def make_event(data=None, **attrs) -> CloudEvent:
+    """A CloudEvent built by the real SDK (which adds a `time`, as real senders' SDKs do)."""
+    base = {"type": "com.example.test", "source": "/tests", "id": "evt-1"}
+    base.update(attrs)
+    return CloudEvent(base, data)
+
+
+def send(url: str, event: CloudEvent, structured: bool = False, **kwargs) -> requests.Response:
+    """POST ``event`` in binary (default) or structured mode, encoded by the SDK."""
+    headers, body = (to_structured if structured else to_binary)(event)
+    headers = {**headers, **kwargs.pop("headers", {})}
+    return requests.post(url, headers=headers, data=body, timeout=kwargs.pop("timeout", 10), **kwargs)

@@ -34,6 +34,8 @@ BATCH_CONTENT_TYPE = "application/cloudevents-batch+json; charset=utf-8"
 _ATTRIBUTE_NAME = re.compile(r"[a-z0-9]+\Z")
 # binding §3.1.3.2: space, '"', '%' and everything outside U+0021..U+007E MUST be encoded.
 _NEEDS_PERCENT = re.compile(r'[^\x21\x23\x24\x26-\x7e]')
+# Content-Type is a plain HTTP header, not percent-encoded: printable ASCII and spaces only.
+_PRINTABLE_HEADER = re.compile(r"[\x20-\x7e]*\Z")
 
 
 class Event:
@@ -362,7 +364,9 @@ def encode_binary(attributes: dict[str, Any], data: Any) -> tuple[list[tuple[str
         if name != "datacontenttype"
     ]
     if content_type:
-        headers.append(("Content-Type", encode_header_value(content_type)))
+        if not isinstance(content_type, str) or not _PRINTABLE_HEADER.match(content_type):
+            raise InvalidReply(f"datacontenttype {content_type!r} is not a valid Content-Type value")
+        headers.append(("Content-Type", content_type))
     return headers, body
 
 
