@@ -86,7 +86,8 @@ def test_data_and_data_base64_are_exclusive():
 
 
 def test_batch_requires_one_specversion():
-    body = b'[{"specversion":"1.0","id":"1","source":"/","type":"t"},{"specversion":"0.3","id":"2","source":"/","type":"t"}]'
+    body = (b'[{"specversion":"1.0","id":"1","source":"/","type":"t"},'
+            b'{"specversion":"0.3","id":"2","source":"/","type":"t"}]')
     with pytest.raises(BadEvent) as info:
         codec.decode_batch(body)
     assert info.value.reason == "invalid-batch"
@@ -102,7 +103,9 @@ def test_complete_reply_fills_and_protects_uniqueness():
     assert kept["id"] == "mine" and kept["time"] == "2020-01-01T00:00:00Z"
 
 
-@pytest.mark.parametrize("attributes", [{"source": "/s"}, {"type": "t", "Bad-Name": 1}, {"type": "t", "specversion": "9"}])
+@pytest.mark.parametrize(
+    "attributes", [{"source": "/s"}, {"type": "t", "Bad-Name": 1}, {"type": "t", "specversion": "9"}]
+)
 def test_complete_reply_rejects_invalid(attributes):
     with pytest.raises(InvalidReply):
         codec.complete_reply(attributes, None, "/d")
