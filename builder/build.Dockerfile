@@ -10,6 +10,9 @@ RUN set -eu; pip_whl="$(ls /wheelhouse/pip-*.whl)"; \
 
 FROM ${BASE_IMAGE}
 COPY --from=pip /opt/pip /opt/pip
-# CNB build image contract: the build user, its ids in the env, a writable home.
-ENV CNB_USER_ID=1000 CNB_GROUP_ID=1000 PYFUNC_PIP=/opt/pip/bin/pip
+# CNB build image contract: the build user, its ids in the env, a writable home, PATH.
+# The lifecycle passes buildpacks only PATH and a few others: pip is found on PATH, after the
+# runtime venv so that `python` stays /opt/pyfunc/bin/python.
+ENV CNB_USER_ID=1000 CNB_GROUP_ID=1000 \
+    PATH=/opt/pyfunc/bin:/opt/pip/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 ENTRYPOINT []

@@ -1,7 +1,8 @@
 // Validate Knative Service manifests offline against the serving.knative.dev/v1 JSON schema
 // (npm @kubernetes-models/knative, installed by scripts/install-tools.sh).
-//   node scripts/validate-knative.mjs deploy/service.yaml [more.yaml ...]
-// Prints "ok: FILE (Service NAME)" per document, or the schema errors; exit 1 on any error.
+//   node scripts/validate-knative.mjs [--json] deploy/service.yaml [more.yaml ...]
+// Prints "ok: FILE (Service NAME)" per document (with --json: the documents as one JSON array on
+// stdout instead), or the schema errors on stderr; exit 1 on any error.
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { homedir } from "node:os";
@@ -15,8 +16,11 @@ const { Service } = await import(
   pathToFileURL(join(modules, "@kubernetes-models/knative/serving.knative.dev/v1/Service.js")).href
 );
 
+const args = process.argv.slice(2);
+const asJson = args[0] === "--json";
+const docs = [];
 let failed = false;
-for (const file of process.argv.slice(2)) {
+for (const file of asJson ? args.slice(1) : args) {
   for (const doc of yaml.loadAll(readFileSync(file, "utf8"))) {
     if (!doc) continue;
     const what = `${doc.kind} ${doc.metadata?.name ?? "?"}`;
@@ -25,11 +29,13 @@ for (const file of process.argv.slice(2)) {
         throw new Error(`expected a serving.knative.dev/v1 Service, got ${doc.apiVersion} ${doc.kind}`);
       }
       new Service(doc).validate();
-      console.log(`ok: ${file} (${what})`);
+      docs.push(doc);
+      if (!asJson) console.log(`ok: ${file} (${what})`);
     } catch (err) {
       failed = true;
       console.error(`invalid: ${file} (${what}): ${err.message}`);
     }
   }
 }
+if (asJson) console.log(JSON.stringify(docs));
 process.exit(failed ? 1 : 0);
