@@ -8,8 +8,6 @@ module uses Flask) runs inside a real Flask request context, built only for it.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextvars
 import inspect
 import logging
@@ -45,18 +43,24 @@ class AsyncRunner:
     """One event loop on a daemon thread, shared by every ``async def`` invocation.
 
     Waitress threads hand coroutines over and wait for their results, so a slow ``await`` in
-    one request never blocks another.
+    one request never blocks another. asyncio is imported only when a handler needs it: it is
+    a fifth of a cold start otherwise.
     """
 
     def __init__(self) -> None:
+        import asyncio
+
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="pyfunc-async", daemon=True)
         self._thread.start()
 
     def run(self, awaitable: Any, timeout: Optional[float]) -> Any:
+        import asyncio
+        import concurrent.futures
+
         context = contextvars.copy_context()
         future: concurrent.futures.Future = concurrent.futures.Future()
-        task_box: list[asyncio.Future] = []
+        task_box: list[Any] = []
 
         def start() -> None:
             coro = awaitable if asyncio.iscoroutine(awaitable) else _await(awaitable)
@@ -80,13 +84,61 @@ async def _await(awaitable: Any) -> Any:
     return await awaitable
 
 
-def _copy_outcome(task: asyncio.Future, future: concurrent.futures.Future) -> None:
+def _copy_outcome(task: Any, future: Any) -> None:
     if task.cancelled():
         future.cancel()
     elif task.exception() is not None:
         future.set_exception(task.exception())
     else:
         future.set_result(task.result())
+
+
+class CallRunner:
+    """Runs synchronous calls on daemon threads so that a request can stop waiting (``PYFUNC_TIMEOUT``).
+
+    Not a ``ThreadPoolExecutor``: its threads are joined at interpreter exit, so one abandoned
+    call that never returns would keep the process from exiting after SIGTERM; and its fixed
+    pool would let abandoned calls starve the new ones. Here an idle thread is reused, else a
+    new one is started: at most (waitress threads + calls still abandoned) threads.
+    """
+
+    def __init__(self) -> None:
+        import queue
+
+        self._jobs: Any = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+
+    def call(self, timeout: Optional[float], function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``function(*args, **kwargs)`` in the caller's context; :class:`InvocationTimeout` after ``timeout``."""
+        done = threading.Event()
+        outcome: list[Any] = []
+        with self._lock:
+            spawn = self._idle == 0
+            if not spawn:
+                self._idle -= 1
+        self._jobs.put((contextvars.copy_context(), function, args, kwargs, outcome, done))
+        if spawn:
+            threading.Thread(target=self._work, name="pyfunc-call", daemon=True).start()
+        if not done.wait(timeout):
+            logger.warning("abandoning a synchronous invocation still running after %ss", timeout)
+            raise InvocationTimeout()
+        ok, value = outcome[0]
+        if ok:
+            return value
+        raise value
+
+    def _work(self) -> None:
+        while True:
+            context, function, args, kwargs, outcome, done = self._jobs.get()
+            try:
+                outcome.append((True, context.run(function, *args, **kwargs)))
+            except BaseException as exc:  # noqa: B036 - handed to the waiting request thread
+                outcome.append((False, exc))
+            done.set()
+            del context, function, args, kwargs, outcome, done
+            with self._lock:
+                self._idle += 1
 
 
 class FunctionApp:
@@ -104,11 +156,9 @@ class FunctionApp:
         self.timeout = config.timeout or None
         self._async: Optional[AsyncRunner] = AsyncRunner() if self.is_async else None
         self._async_lock = threading.Lock()
-        self._executor = (
-            concurrent.futures.ThreadPoolExecutor(config.threads, thread_name_prefix="pyfunc-call")
-            if self.timeout and not self.is_async
-            else None
-        )
+        # Only with a timeout: a sync call then runs on a CallRunner thread the request can stop waiting for.
+        self._executor: Optional[CallRunner] = CallRunner() if self.timeout and not self.is_async else None
+        self.tracing: Any = None  # a tracing.Tracing once enable_tracing() finds tracing turned on
         self._slots = threading.BoundedSemaphore(config.max_concurrency) if config.max_concurrency > 0 else None
         self._flask_app: Any = None
         if self.binder.needs_flask:
@@ -116,6 +166,19 @@ class FunctionApp:
         self.default_source = default_source(loaded)
         self.reply_mode = None if config.reply_mode == "auto" else config.reply_mode
         self.access_log = config.access_log
+
+    def enable_tracing(self) -> bool:
+        """Wrap each invocation in an OpenTelemetry span if tracing is turned on (see ``tracing``).
+
+        Called by the server after ``start()``, which may install a tracer provider itself. When
+        tracing is off nothing is wrapped, so the hot path does not pay for it.
+        """
+        from . import tracing
+
+        self.tracing = tracing.from_environment(self.loaded.qualname)
+        if self.tracing is not None:
+            self._call = self.tracing.wrap(self._call)  # type: ignore[method-assign]
+        return self.tracing is not None
 
     # ------------------------------------------------------------------ WSGI entry point
 
@@ -224,7 +287,7 @@ class FunctionApp:
             event = events[0]
             attrs = event.attributes
             fields.update(ce_id=attrs.get("id"), ce_type=attrs.get("type"), ce_source=attrs.get("source"),
-                          trace_id=logs.trace_id(attrs.get("traceparent") or environ.get("HTTP_TRACEPARENT")))
+                          trace_id=logs.trace_id(environ.get("HTTP_TRACEPARENT") or attrs.get("traceparent")))
             result = self._call(Invocation(environ, body, event, request))
             if _is_wsgi_response(result):
                 return result
@@ -292,14 +355,7 @@ class FunctionApp:
         if self._async is not None:
             return self._async.run(self.function(*args, **kwargs), self.timeout)
         if self._executor is not None:
-            context = contextvars.copy_context()
-            future = self._executor.submit(context.run, self.function, *args, **kwargs)
-            try:
-                result = future.result(self.timeout)
-            except concurrent.futures.TimeoutError:
-                logger.warning("abandoning a synchronous invocation still running after %ss",
-                               self.config.timeout)
-                raise InvocationTimeout() from None
+            result = self._executor.call(self.timeout, self.function, *args, **kwargs)
         else:
             result = self.function(*args, **kwargs)
         if inspect.isawaitable(result):  # a sync wrapper around a coroutine

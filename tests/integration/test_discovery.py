@@ -141,3 +141,14 @@ def test_check_command_reports_and_fails_like_the_server(tmp_path):
     (tmp_path / "handler.py").write_text("def handler(:\n")
     result = run_pyfunc("check", str(tmp_path))
     assert result.returncode == 1 and "handler.py:1: SyntaxError" in result.stderr
+
+
+def test_find_func_compat_api(tmp_path, monkeypatch):
+    """0.1.0 exported `pyfunc.find_func`; it still returns the configured function."""
+    import pyfunc
+
+    write_function(tmp_path, "def handler():\n    return 'found'\n", files={"other.py": "def f():\n    return 'f'\n"})
+    monkeypatch.delenv("PYTHON_HANDLER", raising=False)
+    assert pyfunc.find_func(str(tmp_path))() == "found"
+    monkeypatch.setenv("PYTHON_HANDLER", "other.f")
+    assert pyfunc.find_func(str(tmp_path))() == "f"

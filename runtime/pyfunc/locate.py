@@ -1,0 +1,13 @@
+"""0.1.0's public API: ``pyfunc.find_func`` / ``pyfunc.locate.find_func``, kept for compatibility."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+from .discovery import DEFAULT_TARGET, load_function
+
+
+def find_func(search_path: str = ".") -> Callable[..., Any]:
+    """The function ``PYTHON_HANDLER`` (default ``handler.handler``) names in ``search_path``."""
+    return load_function(search_path, os.environ.get("PYTHON_HANDLER") or DEFAULT_TARGET).function
