@@ -32,6 +32,20 @@ BATCH_CONTENT_TYPE = "application/cloudevents-batch+json; charset=utf-8"
 
 # Spec §"Attribute Naming Convention": lower-case ASCII letters and digits only.
 _ATTRIBUTE_NAME = re.compile(r"[a-z0-9]+\Z")
+# Names already found valid: the same dozen names arrive on every request, so the regex runs
+# once per name, not once per attribute per request. Bounded, so hostile names cannot grow it.
+_VALID_NAMES: set[str] = set(REQUIRED_ATTRIBUTES)
+_VALID_NAMES_MAX = 1024
+
+
+def _valid_name(name: str) -> bool:
+    if name in _VALID_NAMES:
+        return True
+    if not _ATTRIBUTE_NAME.match(name):
+        return False
+    if len(_VALID_NAMES) < _VALID_NAMES_MAX:
+        _VALID_NAMES.add(name)
+    return True
 # binding §3.1.3.2: space, '"', '%' and everything outside U+0021..U+007E MUST be encoded.
 _NEEDS_PERCENT = re.compile(r'[^\x21\x23\x24\x26-\x7e]')
 # Content-Type is a plain HTTP header, not percent-encoded: printable ASCII and spaces only.
@@ -158,7 +172,7 @@ def _check_attributes(attributes: dict[str, Any], where: str = "") -> None:
             f"(supported: {', '.join(SUPPORTED_SPECVERSIONS)})",
         )
     for name in attributes:
-        if not _ATTRIBUTE_NAME.match(name):
+        if not _valid_name(name):
             raise BadEvent(
                 "invalid-attribute-name",
                 f"{where}attribute name {name!r} is not lower-case letters and digits",
@@ -300,8 +314,8 @@ def complete_reply(
     """
     reply = {}
     for name, value in attributes.items():
-        key = name.lower() if isinstance(name, str) else name
-        if not isinstance(key, str) or not _ATTRIBUTE_NAME.match(key):
+        key = name if name in _VALID_NAMES else name.lower() if isinstance(name, str) else name
+        if not isinstance(key, str) or not _valid_name(key):
             raise InvalidReply(f"reply attribute name {name!r} is not lower-case letters and digits")
         if value is not None:
             reply[key] = value
