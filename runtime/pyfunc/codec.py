@@ -191,7 +191,7 @@ def decode_data(body: bytes, content_type: Optional[str], *, guess: bool = False
     if is_json(content_type):
         try:
             return json.loads(body)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: too deeply nested
             if guess:
                 return body
             raise BadEvent("malformed-json", f"event data is not valid JSON: {exc}") from None
@@ -232,7 +232,7 @@ def _parse_json(body: bytes, what: str) -> Any:
         raise BadEvent("empty-body", f"{what} body is empty")
     try:
         return json.loads(body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: too deeply nested
         raise BadEvent("malformed-json", f"{what} body is not valid JSON: {exc}") from None
 
 
@@ -350,7 +350,7 @@ def _data_bytes(data: Any, content_type: Optional[str]) -> tuple[bytes, Optional
 def dump_json(value: Any) -> bytes:
     try:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_json_default).encode()
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidReply(f"the reply data cannot be encoded as JSON: {exc}") from None
 
 
