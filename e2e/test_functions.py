@@ -6,7 +6,7 @@ import pytest
 import requests
 from cloudevents.http import CloudEvent, from_http, to_binary, to_structured
 
-from conftest import EXAMPLES, fresh_build, running
+from pyfunc_e2e import EXAMPLES, fresh_build, running
 
 pytestmark = [
     pytest.mark.e2e,
@@ -105,8 +105,7 @@ def test_app_without_handler_is_not_detected(tmp_path):
 def test_python_handler_env_selects_module(tmp_path):
     (tmp_path / "func.py").write_text(
         "def main(req):\n    return {'handler': 'func.main'}\n")
-    build = fresh_build("custom-handler", path=tmp_path, check=True,
-                        *["--env", "BP_PYTHON_HANDLER=func.main"])
+    build = fresh_build("custom-handler", "--env", "BP_PYTHON_HANDLER=func.main", path=tmp_path)
     assert "Checking the handler 'func.main'" in build.output
     with running(build.image) as fn:
         assert requests.get(fn.url, timeout=10).json() == {"handler": "func.main"}
