@@ -203,10 +203,6 @@ class FunctionApp:
                 response = self.health("ready")
             else:
                 response = problem(404, "not-found", f"no route for {path}; the function is served at /")
-            if self.draining:
-                response_headers = getattr(response, "headers", None)
-                if isinstance(response_headers, list):
-                    response_headers.append(("Connection", "close"))
             result = self._send(response, environ, start_response)
             if self.access_log:
                 logs.access(method, path, _status_of(response), time.perf_counter() - started, fields)

@@ -83,6 +83,7 @@ class Server:
         self.config = config
         self._stopping = threading.Event()
         self._stopped = threading.Event()
+        self._closing_task: Any = None  # the waitress task class used while draining
         self.waitress = create_server(
             app,
             host=config.host,
@@ -91,6 +92,9 @@ class Server:
             connection_limit=config.connection_limit,
             backlog=config.backlog,
             channel_timeout=int(config.channel_timeout) or 1,
+            # waitress looks for stale channels every cleanup_interval (30 s by default), so a
+            # short channel timeout would otherwise not be enforced for up to 30 s.
+            cleanup_interval=max(1, min(30, int(config.channel_timeout / 2))),
             max_request_body_size=config.max_body_size,
             max_request_header_size=config.max_header_size,
             ident="pyfunc",
@@ -117,61 +121,89 @@ class Server:
     # ------------------------------------------------------------------ draining
 
     def _drain(self, reason: str) -> None:
-        logger.info("%s: draining in-flight requests (up to %ss)", reason, self.config.shutdown_timeout)
         self.app.draining = True
+        self._in_loop(self._answer_with_close)
+        logger.info("%s: draining in-flight requests (up to %ss)", reason, self.config.shutdown_timeout)
+        if refuse_new_handshakes(self.waitress.socket):
+            time.sleep(0.05)  # handshakes already under way complete and land in the accept queue
         self._in_loop(self._stop_accepting)
         deadline = time.monotonic() + self.config.shutdown_timeout
-        while not self._idle():
+        while self._in_loop(self._sweep):
             if time.monotonic() >= deadline:
                 logger.warning("shutdown timeout reached with requests still in flight; closing them")
                 break
             time.sleep(0.02)
         self._in_loop(self._close_everything)
 
-    def _in_loop(self, thunk: Any) -> None:
-        """Run ``thunk`` on the waitress loop thread, which owns the sockets, and wait for it."""
+    def _in_loop(self, thunk: Any) -> Any:
+        """Run ``thunk`` on the waitress loop thread, which owns the sockets; wait for its result."""
         done = threading.Event()
+        box: list[Any] = [None]
 
         def run() -> None:
             try:
-                thunk()
+                box[0] = thunk()
             finally:
                 done.set()
 
         self.waitress.trigger.pull_trigger(run)
         done.wait(5)
+        return box[0]
 
     def _stop_accepting(self) -> None:
         server = self.waitress
         server.accepting = False
-        # Take every connection the kernel already completed, so none is reset by the close.
+        # Take every connection the kernel already completed: closing the listener would reset them.
         listener = server.socket
         listener.setblocking(False)
         while True:
             try:
                 conn, addr = listener.accept()
-            except (BlockingIOError, InterruptedError, OSError):
+            except OSError:  # BlockingIOError: the queue is empty
                 break
             conn.setblocking(False)
             server.set_socket_options(conn)
-            server.channel_class(server, conn, server.fix_addr(addr), server.adj, map=server._map)
+            channel = server.channel_class(server, conn, server.fix_addr(addr), server.adj, map=server._map)
+            channel.task_class = self._closing_task
         server.del_channel()
         listener.close()
-        for channel in list(server.active_channels.values()):
-            if not channel.requests and not channel.total_outbufs_len:
-                channel.will_close = True  # idle keep-alive: no request is in it
-        server.trigger.pull_trigger()
 
-    def _idle(self) -> bool:
+    def _answer_with_close(self) -> None:
+        """Answers from now on say "Connection: close" (a WSGI app may not send that hop-by-hop header)."""
+        self._closing_task = _closing_task_class()
+        for channel in list(self.waitress.active_channels.values()):
+            channel.task_class = self._closing_task
+
+    def _sweep(self) -> bool:
+        """On the loop thread: close connections that hold no request; True while any request is left.
+
+        A connection that has sent nothing yet is given ``NEW_CONNECTION_GRACE`` seconds (its
+        client may be about to send the request it connected for, as in Go's ``Shutdown``), and
+        one with a partly received request is kept while it keeps sending (``channel_timeout``).
+        Idle keep-alive connections are closed at once; busy ones get ``Connection: close``.
+        """
         dispatcher = self.waitress.task_dispatcher
         with dispatcher.lock:
             busy = bool(dispatcher.queue) or dispatcher.active_count > 0
-        if busy:
-            return False
+        now = time.time()
         for channel in list(self.waitress.active_channels.values()):
             if channel.requests or channel.total_outbufs_len:
-                return False
-        return True
+                busy = True
+            elif channel.will_close or channel.close_when_flushed:
+                continue
+            elif channel.request is not None:  # a request is being received
+                if now - channel.last_activity < self.config.channel_timeout:
+                    busy = True
+                else:
+                    channel.will_close = True
+            elif channel.last_activity == channel.creation_time:  # connected, nothing sent yet
+                if now - channel.creation_time < NEW_CONNECTION_GRACE:
+                    busy = True
+                else:
+                    channel.will_close = True
+            else:
+                channel.will_close = True  # idle keep-alive
+        return busy
 
     def _close_everything(self) -> None:
         for channel in list(self.waitress.active_channels.values()):
@@ -183,6 +215,56 @@ class Server:
             except Exception:  # noqa: BLE001 - best effort on the way out
                 pass
             self.waitress._map.pop(fd, None)
+
+
+def _closing_task_class() -> type:
+    from waitress.task import WSGITask
+
+    class ClosingTask(WSGITask):
+        """A waitress task whose response closes the connection: sent while draining."""
+
+        def build_response_header(self) -> bytes:
+            self.set_close_on_finish()
+            return super().build_response_header()
+
+    return ClosingTask
+
+
+# Seconds a connection accepted before the drain may stay silent before it is closed.
+NEW_CONNECTION_GRACE = 2.0
+
+
+def refuse_new_handshakes(listener: socket.socket) -> bool:
+    """Linux: make the listener drop incoming SYNs, so no connection completes between the last
+    ``accept()`` and ``close()``; returns whether it did.
+
+    Closing a listening socket resets every connection the kernel completed that nobody
+    accepted yet: the client connected, sent its request and gets a reset, indistinguishable
+    from a request cut off mid-way. With this classic BPF socket filter (drop a segment whose
+    SYN is set and ACK is not) handshakes already under way still complete and are accepted,
+    while a late client's SYN is dropped; it retransmits, finds the port closed and gets a
+    clean "connection refused", which is always safe to retry.
+    """
+    if not sys.platform.startswith("linux") or listener.family not in (socket.AF_INET, socket.AF_INET6):
+        return False
+    try:
+        import ctypes
+        import struct
+
+        program = struct.pack(
+            "HBBI" * 5,
+            0x30, 0, 0, 13,          # ldb [13]         TCP flags (the data starts at the TCP header)
+            0x54, 0, 0, 0x12,        # and #0x12        SYN|ACK
+            0x15, 0, 1, 0x02,        # jeq #0x02, 0, 1  only SYN: a new handshake
+            0x06, 0, 0, 0,           # ret #0           drop it
+            0x06, 0, 0, 0xFFFFFFFF,  # ret #-1          keep everything else
+        )
+        buffer = ctypes.create_string_buffer(program, len(program))
+        fprog = struct.pack("HP", 5, ctypes.addressof(buffer))
+        listener.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_ATTACH_FILTER", 26), fprog)
+        return True
+    except (OSError, ImportError, ValueError):
+        return False
 
 
 def serve(config: Config) -> int:
@@ -211,6 +293,8 @@ def serve(config: Config) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     loaded: Optional[LoadedFunction] = getattr(app, "loaded", None)
+    if isinstance(app, FunctionApp):
+        app.enable_tracing()  # after start(), which may have installed a tracer provider
     logger.info(
         "serving %s from %s on http://%s:%d (%d threads)",
         loaded.qualname if loaded else "nothing (load error)",
@@ -219,6 +303,9 @@ def serve(config: Config) -> int:
     server.serve_forever()
     if loaded is not None:
         run_stop_hook(loaded)
+    tracing = getattr(app, "tracing", None)
+    if tracing is not None:
+        tracing.shutdown()  # after stop(), whose own spans are exported too
     logger.info("stopped")
     logging.shutdown()
     return 0
