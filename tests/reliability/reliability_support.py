@@ -1,0 +1,51 @@
+"""Helpers shared by the reliability tests and tools (a module of its own: ``conftest`` is ambiguous to import).
+
+Why a results folder: the figures measured here (fuzz examples tried, soak RSS slope, overload
+shed rate) are cited by docs/reliability.md, so each run leaves them in results/*.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import rawhttp
+
+RESULTS = Path(__file__).parent / "results"
+LONG = os.environ.get("PYFUNC_RELIABILITY_LONG", "") not in ("", "0")
+
+# An echo CloudEvent handler: replies with the same data, type suffixed; the base of most tests.
+ECHO = """
+def handler(event):
+    if event is None:
+        return None
+    return {"type": event["type"] + ".reply", "source": "/echo"}, event.data
+"""
+
+
+def record(name: str, figures: dict[str, Any]) -> Path:
+    """Write measured figures to results/NAME.json (short and long forms go to separate files)."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}{'-long' if LONG else ''}.json"
+    figures = {"recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **figures}
+    path.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
+    print(f"\n{name}: {json.dumps(figures, sort_keys=True)}")
+    return path
+
+
+def assert_serving(port: int, attempts: int = 1) -> None:
+    """A good CloudEvent gets its 200 echo on a fresh connection, on the first try."""
+    responses = rawhttp.exchange(port, rawhttp.good_event_request(), timeout=30)
+    assert len(responses) == 1, responses
+    response = responses[0]
+    assert response.status == 200, (response.status, response.body)
+    assert response.body == b'{"n": 1}' or response.json() == {"n": 1}
+
+
+def assert_no_traceback(body: bytes) -> None:
+    """A response body never carries a Python traceback or internal file paths."""
+    assert b"Traceback" not in body, body[:500]
+    assert b'File "' not in body, body[:500]

@@ -1,0 +1,272 @@
+"""Hostile and broken HTTP at the socket level: every case gets a clear 4xx or a clean close.
+
+These are written with raw sockets because a client library would refuse to send most of them
+(or would fix them up), and the responses are parsed strictly (rawhttp) so a malformed answer
+fails the test. After every case, and during the slow ones, a good request must still be served
+on the first try: a runtime on the open edge of a platform cannot let one bad client stall it.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Callable
+
+import pytest
+import rawhttp
+from reliability_support import ECHO, assert_no_traceback, assert_serving
+
+CHANNEL_TIMEOUT = 2  # seconds; short so stalled clients are cut off quickly in the test
+MAX_BODY = 10 << 20  # the default PYFUNC_MAX_BODY_SIZE
+CE = {"ce-specversion": "1.0", "ce-id": "h-1", "ce-source": "/rel", "ce-type": "rel.test"}
+
+
+@pytest.fixture(scope="module")
+def server(serve_module: Callable[..., object]) -> object:
+    """One echo server for the module, with a short channel timeout (slow-loris, stalled bodies)."""
+    return serve_module(ECHO, env={"PYFUNC_CHANNEL_TIMEOUT": str(CHANNEL_TIMEOUT)})
+
+
+def assert_clean(responses: list[rawhttp.RawResponse], allowed: tuple[int, ...] = ()) -> None:
+    """Each response is a well-formed 2xx/4xx (or an explicitly allowed status), never a 5xx or a traceback."""
+    for response in responses:
+        assert response.status < 500 or response.status in allowed, (response.status, response.body[:300])
+        assert_no_traceback(response.body)
+
+
+class Background:
+    """Sends good requests on fresh connections in a thread while a hostile client runs."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.statuses: list[int] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                responses = rawhttp.exchange(self.port, rawhttp.good_event_request(), timeout=30)
+                self.statuses.extend(r.status for r in responses)
+            except Exception as exc:  # noqa: BLE001 - every failure is recorded and asserted on
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+            time.sleep(0.05)
+
+    def __enter__(self) -> Background:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(40)
+
+    def check(self) -> None:
+        assert not self.errors, self.errors[:3]
+        assert self.statuses and set(self.statuses) == {200}, self.statuses[:20]
+
+
+# ---------------------------------------------------------------------------------------- headers
+
+
+def test_oversized_header_gets_431(server) -> None:
+    responses = rawhttp.exchange(server.port, rawhttp.request_bytes("POST", "/", {**CE, "X-Big": "a" * 70_000}, b"1"))
+    assert [r.status for r in responses] == [431]
+    assert_serving(server.port)
+
+
+def test_huge_number_of_headers(server) -> None:
+    """3,000 small headers fit the 64 KiB head limit and are served; 20,000 exceed it and get 431."""
+    many = {f"X-H{i}": "v" for i in range(3_000)}
+    responses = rawhttp.exchange(server.port, rawhttp.request_bytes("POST", "/", {**many, **CE}, b"1"))
+    assert [r.status for r in responses] == [200]
+    too_many = {f"X-H{i}": "v" for i in range(20_000)}
+    responses = rawhttp.exchange(server.port, rawhttp.request_bytes("POST", "/", {**too_many, **CE}, b"1"))
+    assert [r.status for r in responses] == [431]
+    assert_serving(server.port)
+
+
+@pytest.mark.parametrize("line", [
+    b"\x00\x01\x02garbage\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nBad Header: v\r\nConnection: close\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nX: a\r\n folded\r\nConnection: close\r\n\r\n",
+    b"POST / HTTP/1.1\nHost: x\nConnection: close\n\n",
+    b"POST / HTTP/9.9\r\nHost: x\r\nConnection: close\r\n\r\n",
+    b"POST " + b"/" * 70_000 + b" HTTP/1.1\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\nConnection: close\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\nConnection: close\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\nConnection: close\r\n\r\n12",
+    b"POST / HTTP/1.1\r\nHost: x\r\nce-id: \xff\xfe%ZZ\r\nce-specversion: 1.0\r\nConnection: close\r\n\r\n",
+], ids=["garbage", "space-in-name", "obs-fold", "bare-lf", "bad-version", "huge-target", "cl-text",
+        "cl-negative", "cl-twice", "ce-bad-bytes"])
+def test_malformed_request_heads(server, line: bytes) -> None:
+    """Broken request heads: a 4xx or a clean close (no response at all), and the server goes on."""
+    responses = rawhttp.exchange(server.port, line)
+    assert len(responses) <= 1
+    assert_clean(responses)
+    for response in responses:
+        assert 400 <= response.status < 500
+    assert_serving(server.port)
+
+
+# ---------------------------------------------------------------------------------------- bodies
+
+
+@pytest.mark.parametrize("content_type", [
+    "application/json", "application/cloudevents+json", "application/cloudevents-batch+json"])
+def test_deeply_nested_json_is_a_400(server, content_type: str) -> None:
+    """Regression: 100,000 nested arrays used to raise RecursionError, answered as a 500."""
+    deep = b"[" * 100_000 + b"]" * 100_000
+    if content_type == "application/json":
+        headers, body = {**CE, "Content-Type": content_type}, deep
+    else:
+        event = b'{"specversion":"1.0","id":"1","source":"/s","type":"t","data":' + deep + b"}"
+        headers = {"Content-Type": content_type}
+        body = event if "batch" not in content_type else b"[" + event + b"]"
+    responses = rawhttp.exchange(server.port, rawhttp.request_bytes("POST", "/", headers, body))
+    assert [r.status for r in responses] == [400]
+    assert responses[0].json()["reason"] == "malformed-json"
+    assert_serving(server.port)
+
+
+def test_100_mb_body_gets_413_without_being_read(server) -> None:
+    """A 100 MB Content-Length: the server answers 413 after at most about max_body and closes.
+
+    The client streams until the server stops reading (reset or closed window); the test asserts
+    it could not push more than max_body plus socket buffers, i.e. the server did not read it all.
+    """
+    total = 100 << 20
+    with Background(server.port) as background:
+        sock = rawhttp.connect(server.port)
+        sock.sendall(rawhttp.request_bytes("POST", "/", {**CE, "Content-Type": "application/octet-stream",
+                                                         "Content-Length": str(total)}, close=False))
+        sent, chunk = 0, b"x" * 65536
+        sock.settimeout(1.0)
+        deadline = time.monotonic() + 30
+        while sent < total and time.monotonic() < deadline:
+            try:
+                sent += sock.send(chunk)
+            except socket.timeout:
+                break  # the server stopped reading: the window is full
+            except OSError:
+                break  # reset: the server answered and closed
+        data = rawhttp.read_until_close(sock, timeout=30)
+        sock.close()
+        time.sleep(0.3)
+    responses = rawhttp.parse_all(data)
+    assert [r.status for r in responses] == [413]
+    assert sent < 3 * MAX_BODY, f"the client pushed {sent} bytes: the server read far beyond the limit"
+    background.check()
+    assert_serving(server.port)
+
+
+def test_body_shorter_than_content_length(server) -> None:
+    """Half-closed early: a clean close. Stalled: closed after the channel timeout. No response, no 5xx."""
+    head = rawhttp.request_bytes("POST", "/", {**CE, "Content-Type": "application/json", "Content-Length": "100"},
+                                 close=False)
+    responses = rawhttp.exchange(server.port, head + b'{"a"')
+    assert_clean(responses)
+    assert all(400 <= r.status < 500 for r in responses)
+    with Background(server.port) as background:
+        sock = rawhttp.connect(server.port)
+        sock.sendall(head + b'{"a"')
+        started = time.monotonic()
+        data = rawhttp.read_until_close(sock, timeout=CHANNEL_TIMEOUT * 10)
+        waited = time.monotonic() - started
+        sock.close()
+    assert_clean(rawhttp.parse_all(data))
+    assert waited >= CHANNEL_TIMEOUT * 0.5, "closed before the channel timeout: the stall was not waited for"
+    background.check()
+    assert_serving(server.port)
+
+
+def test_body_longer_than_content_length(server) -> None:
+    """The extra bytes are the next request on the connection: here not a request, so a 400 and a close."""
+    request = rawhttp.request_bytes("POST", "/", {**CE, "Content-Type": "application/json"}, b"{}", close=False)
+    responses = rawhttp.exchange(server.port, request + b"GARBAGE-NOT-A-REQUEST\r\n\r\n")
+    assert [r.status for r in responses] == [200, 400]
+    assert responses[0].body == b"{}"
+    assert_clean(responses)
+    assert_serving(server.port)
+
+
+def test_chunked_bodies(server) -> None:
+    """Valid chunked → 200 with the de-chunked body; a bad chunk size → 400; an over-limit chunk → 413 or close."""
+    head = ("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\n"
+            + "".join(f"{k}: {v}\r\n" for k, v in CE.items()) + "Connection: close\r\n\r\n").encode()
+    responses = rawhttp.exchange(server.port, head + b'3\r\n{"a\r\n4\r\n":1}\r\n0\r\n\r\n')
+    assert [(r.status, r.body) for r in responses] == [(200, b'{"a":1}')]
+    responses = rawhttp.exchange(server.port, head + b"zz\r\nabc\r\n0\r\n\r\n")
+    assert [r.status for r in responses] == [400]
+    responses = rawhttp.exchange(server.port, head + b"FFFFFFFF\r\n" + b"x" * 1000)
+    assert_clean(responses)
+    assert [r.status for r in responses] in ([], [413], [400])
+    # Content-Length and chunked together (a smuggling shape): chunked wins or a 400, never two requests.
+    both = head.replace(b"Transfer-Encoding: chunked\r\n", b"Transfer-Encoding: chunked\r\nContent-Length: 3\r\n")
+    responses = rawhttp.exchange(server.port, both + b"0\r\n\r\n")
+    assert len(responses) <= 1
+    assert_clean(responses)
+    assert_serving(server.port)
+
+
+# ---------------------------------------------------------------------------------------- connections
+
+
+def test_pipelined_requests_answered_in_order(server) -> None:
+    bodies = [f'{{"n": {i}}}'.encode() for i in range(5)]
+    data = b"".join(
+        rawhttp.request_bytes("POST", "/", {**CE, "Content-Type": "application/json"}, body, close=(i == 4))
+        for i, body in enumerate(bodies))
+    responses = rawhttp.exchange(server.port, data)
+    assert [r.status for r in responses] == [200] * 5
+    assert [r.json() for r in responses] == [{"n": i} for i in range(5)]
+    assert_serving(server.port)
+
+
+def test_http_1_0_client(server) -> None:
+    """HTTP/1.0 without keep-alive: one response, then the server closes (read_until_close would time out)."""
+    request = rawhttp.request_bytes("POST", "/", {**CE, "Content-Type": "application/json"}, b"[1]",
+                                    version="HTTP/1.0", close=False)
+    with rawhttp.connect(server.port) as sock:
+        sock.sendall(request)  # no half-close: the server must close by itself
+        responses = rawhttp.parse_all(rawhttp.read_until_close(sock, timeout=10))
+    assert [(r.status, r.body) for r in responses] == [(200, b"[1]")]
+    assert responses[0].head.startswith(b"HTTP/1.0 ") or responses[0].head.startswith(b"HTTP/1.1 ")
+    assert_serving(server.port)
+
+
+def test_slow_loris(server) -> None:
+    """One byte a second on 20 connections: good requests are served meanwhile; once they stall they are closed.
+
+    waitress buffers a request head on its I/O loop and hands it to a worker thread only when complete,
+    so a trickling client holds a connection slot, not a worker. channel_timeout is an *inactivity*
+    timeout: a client that keeps trickling is not cut off (see README, "what does not hold").
+    """
+    request = rawhttp.good_event_request(close=False)
+    lorises = [rawhttp.connect(server.port) for _ in range(20)]
+    with Background(server.port) as background:
+        for i in range(4):  # 4 bytes, one per second, on every loris
+            for sock in lorises:
+                sock.sendall(request[i:i + 1])
+            time.sleep(1.0)
+        started = time.monotonic()
+        for sock in lorises:  # now they stall: each must be closed after about channel_timeout
+            data = rawhttp.read_until_close(sock, timeout=CHANNEL_TIMEOUT * 10)
+            assert_clean(rawhttp.parse_all(data))
+            sock.close()
+        waited = time.monotonic() - started
+    assert waited < CHANNEL_TIMEOUT * 10
+    background.check()
+    assert_serving(server.port)
+
+
+def test_connect_and_say_nothing_then_go(server) -> None:
+    """Connections opened and dropped (with and without a reset) leave nothing behind."""
+    for _ in range(50):
+        sock = rawhttp.connect(server.port)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        sock.close()  # linger 0: a RST
+    for _ in range(50):
+        rawhttp.connect(server.port).close()
+    assert_serving(server.port)
