@@ -95,8 +95,9 @@ class Server:
             # waitress looks for stale channels every cleanup_interval (30 s by default), so a
             # short channel timeout would otherwise not be enforced for up to 30 s.
             cleanup_interval=max(1, min(30, int(config.channel_timeout / 2))),
-            max_request_body_size=config.max_body_size,
-            max_request_header_size=config.max_header_size,
+            # waitress refuses a size >= its limit; pyfunc's settings are the largest size accepted.
+            max_request_body_size=config.max_body_size + 1,
+            max_request_header_size=config.max_header_size + 1,
             ident="pyfunc",
             expose_tracebacks=False,
             asyncore_loop_timeout=1,
