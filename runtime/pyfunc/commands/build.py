@@ -71,6 +71,12 @@ def build(args: argparse.Namespace) -> int:
         raise PyfuncError(f"no {relative.with_suffix('.py')} in {directory}: not a function directory "
                           "(create one with `pyfunc init`)")
     image = args.image or service_name(directory.resolve().name)
+    build_env = list(args.env)
+    for item in build_env:
+        if "=" not in item or item.startswith("="):
+            raise PyfuncError(f"--env {item!r} should look like NAME=VALUE")
+    if args.handler:
+        build_env.append(f"BP_PYTHON_HANDLER={args.handler}")
     builder = args.builder or os.environ.get("PYFUNC_BUILDER") or DEFAULT_BUILDER
     pack = find_pack(args.pack)
     if pack is None:
@@ -87,12 +93,7 @@ def build(args: argparse.Namespace) -> int:
 
     command = [pack, "build", image, "--builder", builder, "--path", str(directory),
                "--pull-policy", args.pull_policy, "--trust-builder"]
-    build_env = list(args.env)
-    if args.handler:
-        build_env.append(f"BP_PYTHON_HANDLER={args.handler}")
     for item in build_env:
-        if "=" not in item or item.startswith("="):
-            raise PyfuncError(f"--env {item!r} should look like NAME=VALUE")
         command += ["--env", item]
     step(f"Building image {image} from {directory} with {builder}")
     note("$ " + " ".join(shlex.quote(part) for part in command))
