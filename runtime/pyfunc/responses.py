@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from http import HTTPStatus
 from typing import Any, Iterable, Optional, Union
 
@@ -129,6 +130,11 @@ def _status_code(status: Any) -> int:
     raise InvalidReply(f"invalid HTTP status {status!r}")
 
 
+# RFC 9110 §5.1 field name (a token) and §5.5 field value (visible ASCII, SP, HTAB and obs-text).
+_FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*\Z")
+
+
 def _header_items(headers: Any) -> Headers:
     if headers is None:
         return []
@@ -136,9 +142,11 @@ def _header_items(headers: Any) -> Headers:
     checked = []
     for name, value in items:
         name, value = str(name), str(value)
-        # A CR or LF would split the response: refuse rather than let it through.
-        if any(c in name for c in "\r\n:\0") or any(c in value for c in "\r\n\0"):
-            raise InvalidReply(f"header {name!r} has a forbidden character (CR, LF or NUL)")
+        # A CR or LF would split the response, and a name that is not a token or a value with a
+        # control or non-latin-1 character would make it malformed: refuse rather than send it.
+        if not _FIELD_NAME.match(name) or not _FIELD_VALUE.match(value):
+            raise InvalidReply(f"header {name!r} has a forbidden character (a name must be an RFC 9110 token; "
+                               f"a value may not hold CR, LF, NUL, other controls or characters above U+00FF)")
         checked.append((name, value))
     return checked
 
