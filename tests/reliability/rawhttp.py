@@ -18,8 +18,8 @@ from typing import Any, Optional
 
 # RFC 9110 §5.6.2 token characters for header names.
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
-# A header value we accept from pyfunc: visible ASCII, space and tab only (no obs-text, no CTLs).
-_VALUE = re.compile(rb"[\x20-\x7e\t]*\Z")
+# RFC 9110 §5.5 field value: visible ASCII, space, tab and obs-text (0x80-0xFF); never a control.
+_VALUE = re.compile(rb"[\x20-\x7e\t\x80-\xff]*\Z")
 _STATUS = re.compile(rb"HTTP/1\.[01] ([1-5][0-9][0-9]) [\x20-\x7e]*\Z")
 
 
@@ -77,7 +77,7 @@ def parse_one(buf: bytes, *, head_request: bool = False, eof: bool = True) -> tu
         value = value.strip(b" \t")
         if not _VALUE.match(value):
             raise Malformed(f"header {name!r} has a byte outside visible ASCII: {value[:200]!r}")
-        headers.append((name.decode("ascii"), value.decode("ascii")))
+        headers.append((name.decode("ascii"), value.decode("latin-1")))
     response = RawResponse(status, headers, b"", head)
     lengths = response.all("Content-Length")
     chunked = any("chunked" in v.lower() for v in response.all("Transfer-Encoding"))
