@@ -178,3 +178,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             setting.flag, dest=setting.name, default=None, metavar=setting.name.upper(),
             help=f"{setting.help} [env {setting.env}, default {setting.default}]",
         )
+
+
+def settings_markdown() -> str:
+    """The settings as one Markdown table (env var, flag, default, meaning), for docs/serving.md and the README.
+
+    Generated from ``SETTINGS`` so the documentation cannot drift from the code; a test checks
+    that the docs contain exactly this table.
+    """
+    rows = ["| Environment variable | Flag | Default | What it does |", "|---|---|---|---|"]
+    for setting in SETTINGS:
+        flag = setting.flag
+        if setting.parse is _boolean:
+            flag = f"{flag} / --no-{flag[2:]}"
+        text = setting.help.replace("|", "\\|")
+        rows.append(f"| `{setting.env}` | `{flag}` | `{_default_text(setting)}` | {text} |")
+    return "\n".join(rows) + "\n"
+
+
+def _default_text(setting: Setting) -> str:
+    value = setting.default
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if setting.parse is _size:
+        for suffix, factor in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+            if value % factor == 0:
+                return f"{value // factor}{suffix}"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
