@@ -273,17 +273,18 @@ class FunctionApp:
         return self._flask_app
 
     def _handle(self, environ: dict[str, Any], body: bytes, request: Any, fields: dict[str, Any]) -> Any:
+        fields["trace_id"] = logs.trace_id(environ.get("HTTP_TRACEPARENT"))  # set before decoding: 400s too
         try:
             if not self.binder.needs_event:
-                fields["trace_id"] = logs.trace_id(environ.get("HTTP_TRACEPARENT"))
                 return http_response(self._call(Invocation(environ, body, None, request)))
             mode, events = codec.decode_request(environ, body)
             if mode == BATCH:
                 return self._handle_batch(environ, body, request, events)
             event = events[0]
             attrs = event.attributes
-            fields.update(ce_id=attrs.get("id"), ce_type=attrs.get("type"), ce_source=attrs.get("source"),
-                          trace_id=logs.trace_id(environ.get("HTTP_TRACEPARENT") or attrs.get("traceparent")))
+            fields.update(ce_id=attrs.get("id"), ce_type=attrs.get("type"), ce_source=attrs.get("source"))
+            if fields["trace_id"] is None:  # the transport's traceparent (the caller) wins, as for the span
+                fields["trace_id"] = logs.trace_id(attrs.get("traceparent"))
             result = self._call(Invocation(environ, body, event, request))
             if _is_wsgi_response(result):
                 return result

@@ -95,6 +95,9 @@ def test_json_logs_are_one_object_per_line_with_request_event_and_trace_fields(s
                       structured=True)
     assert structured.status_code == 200
     assert send(server.url, make_event({"word": "fail"}, id="f-1")).status_code == 500
+    rejected = requests.post(server.url, data=b"{}", timeout=5, headers={
+        "Content-Type": "application/json", "traceparent": TRACEPARENT, "X-Request-Id": "bad-1"})
+    assert rejected.status_code == 400
     assert server.stop(signal.SIGTERM) == 0
     records = _json_records(server.logs())
 
@@ -128,6 +131,9 @@ def test_json_logs_are_one_object_per_line_with_request_event_and_trace_fields(s
     error = next(r for r in failed if r["level"] == "ERROR")
     assert "ValueError: bad word" in error["exception"]
     assert failed[-1]["status"] == 500
+    bad = [r for r in records if r.get("request_id") == "bad-1"]
+    assert [(r["logger"], r.get("status")) for r in bad] == [("pyfunc", None), ("pyfunc.access", 400)]
+    assert all(r["trace_id"] == TRACE_ID and "ce_id" not in r for r in bad)
     startup = [r for r in records if r["logger"] == "pyfunc" and r["message"].startswith("serving ")]
     assert len(startup) == 1 and "request_id" not in startup[0]
 
