@@ -307,8 +307,8 @@ class FunctionApp:
             http_exception = _http_exception_response(exc)
             if http_exception is not None:
                 return http_exception
-            if isinstance(exc, (GeneratorExit,)):
-                raise
+            # Even GeneratorExit: _handle is no generator, so it can only come from the handler, and
+            # re-raised it left the connection hanging with no response (waitress only logs it).
             logger.error("%s raised %s", self.loaded.qualname, type(exc).__name__, exc_info=exc)
             return problem(500, "function-error",
                            f"the function raised {type(exc).__name__}; the traceback is in the log")
