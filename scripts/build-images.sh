@@ -26,17 +26,20 @@ if [ ! -s "$ROOTFS_TAR" ]; then
   root="$(mktemp -d)"
   debootstrap --variant=minbase --include=python3,ca-certificates "$DEBIAN_SUITE" "$root" "$mirror" \
     >"$CACHE/debootstrap.log" 2>&1 || { tail -20 "$CACHE/debootstrap.log"; die "debootstrap failed"; }
-  # Trim what a function runtime never reads.
+  # Trim what a function runtime never reads: filesystem tools, docs, locales, apt lists, pydoc topics.
+  chroot "$root" dpkg --purge e2fsprogs logsave libss2 libext2fs2 >/dev/null 2>&1 || true
   rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/* "$root"/var/cache/debconf/*-old \
     "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/usr/share/locale/* \
-    "$root"/usr/share/lintian "$root"/var/log/* "$root"/usr/lib/x86_64-linux-gnu/gconv/*.so
+    "$root"/usr/share/lintian "$root"/var/log/* "$root"/usr/lib/x86_64-linux-gnu/gconv/*.so \
+    "$root"/usr/lib/python3.*/pydoc_data/topics.py "$root"/usr/lib/python3.*/pydoc_data/__pycache__
   tar -C "$root" --numeric-owner -cf "$ROOTFS_TAR.tmp" . && mv "$ROOTFS_TAR.tmp" "$ROOTFS_TAR"
   rm -rf "$root"
 fi
-if ! docker image inspect "$ROOT_IMAGE" >/dev/null 2>&1; then
+root_inputs="$(stat -c '%s-%Y' "$ROOTFS_TAR")"
+if [ "$(label_of "$ROOT_IMAGE")" != "$root_inputs" ]; then
   step "Importing $ROOT_IMAGE"
   docker import -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-    -c 'CMD ["/bin/bash"]' "$ROOTFS_TAR" "$ROOT_IMAGE" >/dev/null
+    -c 'CMD ["/bin/bash"]' -c "LABEL io.pyfunc.inputs=$root_inputs" "$ROOTFS_TAR" "$ROOT_IMAGE" >/dev/null
 fi
 
 # --- wheelhouse: pyfunc-invoker (this repo), its dependencies and pip, for the image's Python --
