@@ -82,6 +82,7 @@ class Server:
         self.app = app
         self.config = config
         self._stopping = threading.Event()
+        self._hurry = threading.Event()  # a second signal: stop waiting for in-flight requests
         self._stopped = threading.Event()
         self._closing_task: Any = None  # the waitress task class used while draining
         self.waitress = create_server(
@@ -113,8 +114,12 @@ class Server:
         self._stopped.set()
 
     def begin_shutdown(self, reason: str = "shutdown") -> None:
-        """Start draining on a helper thread; safe to call from a signal handler, once or more."""
+        """Start draining on a helper thread; safe to call from a signal handler, once or more.
+
+        A second call (a second Ctrl-C) ends the wait for in-flight requests; ``stop()`` still runs.
+        """
         if self._stopping.is_set():
+            self._hurry.set()
             return
         self._stopping.set()
         threading.Thread(target=self._drain, args=(reason,), name="pyfunc-drain", daemon=True).start()
@@ -132,6 +137,9 @@ class Server:
         while self._in_loop(self._sweep):
             if time.monotonic() >= deadline:
                 logger.warning("shutdown timeout reached with requests still in flight; closing them")
+                break
+            if self._hurry.is_set():
+                logger.warning("signalled again: closing the requests still in flight")
                 break
             time.sleep(0.02)
         self._in_loop(self._close_everything)

@@ -206,3 +206,29 @@ def _read_until_closed(sock: socket.socket) -> bytes:
         if not chunk:
             return b"".join(chunks)
         chunks.append(chunk)
+
+
+def test_a_second_signal_stops_waiting_for_in_flight_requests(serve):
+    server = serve(SLOW_ECHO, env={"PYFUNC_SHUTDOWN_TIMEOUT": "600"})
+    stuck = threading.Thread(target=_ignore_errors(requests.post), args=(server.url,),
+                             kwargs={"data": b"x", "headers": {"X-Wait-For": "never"}, "timeout": 60})
+    stuck.start()
+    time.sleep(0.5)
+    server.process.send_signal(signal.SIGINT)
+    _wait_for_log(server, "SIGINT: draining")
+    assert server.process.poll() is None  # waiting for the stuck request
+    server.process.send_signal(signal.SIGINT)
+    assert server.process.wait(60) == 0
+    stuck.join(60)
+    assert "signalled again" in server.logs()
+    assert (server.directory / "stopped").exists()
+
+
+def _ignore_errors(function):
+    def call(*args, **kwargs):
+        try:
+            function(*args, **kwargs)
+        except requests.RequestException:
+            pass
+
+    return call
