@@ -78,6 +78,7 @@ def vendored_build(tmp_path_factory: pytest.TempPathFactory) -> Build:
         pytest.fail(f"could not build the vendored wheel:\n{proc.stdout}\n{proc.stderr}")
     shutil.rmtree(app / "greeting-src")  # only the wheel may provide the module
     build = fresh_build("vendored-wheels", "--network", "none", path=app)
+    build.vendor = app / "vendor"
     METRICS["first_build_s.vendored-wheels (offline)"] = build.seconds
     return build
 

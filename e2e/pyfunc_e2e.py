@@ -57,6 +57,7 @@ class Build:
     returncode: int
     output: str
     seconds: float
+    vendor: Optional[Path] = None  # the app's vendor/ dir, when it has one
 
     def layer_sha(self, layer: str) -> Optional[str]:
         """The digest the lifecycle recorded for one of our buildpack's layers in the image."""

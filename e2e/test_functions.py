@@ -85,6 +85,22 @@ def test_vendored_wheels_install_offline(vendored_build):
         assert r.json()["from"].startswith("/layers/")  # from the dependencies layer, not the app
 
 
+def test_pyproject_dependencies_install(vendored_build, tmp_path):
+    """[project].dependencies of a pyproject.toml, here satisfied offline from vendor/."""
+    (tmp_path / "vendor").mkdir()
+    for wheel in vendored_build.vendor.glob("*.whl"):
+        (tmp_path / "vendor" / wheel.name).write_bytes(wheel.read_bytes())
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "fn"\nversion = "0"\ndependencies = ["pyfunc-example-greeting==1.0.0"]\n')
+    (tmp_path / "handler.py").write_text(
+        "import pyfunc_example_greeting as g\n\n"
+        "def handler(req):\n    return {'greeting': g.greet('pyproject')}\n")
+    build = fresh_build("pyproject-deps", "--network", "none", path=tmp_path)
+    assert "---> Installing dependencies: -r " in build.output
+    with running(build.image) as fn:
+        assert requests.get(fn.url, timeout=10).json() == {"greeting": "Hello, pyproject!"}
+
+
 def test_broken_handler_fails_the_build():
     build = fresh_build("broken-handler", check=False)
     assert build.returncode != 0, build.output
@@ -100,6 +116,7 @@ def test_app_without_handler_is_not_detected(tmp_path):
     build = fresh_build("no-handler", path=tmp_path, check=False)
     assert build.returncode != 0
     assert "No buildpack groups passed detection" in build.output, build.output
+    assert "pyfunc: no handler.py in the app directory" in build.output  # detect's one-line reason
 
 
 def test_python_handler_env_selects_module(tmp_path):
