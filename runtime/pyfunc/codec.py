@@ -171,12 +171,16 @@ def _check_attributes(attributes: dict[str, Any], where: str = "") -> None:
             f"{where}specversion {attributes['specversion']!r} is not supported "
             f"(supported: {', '.join(SUPPORTED_SPECVERSIONS)})",
         )
-    for name in attributes:
+    for name, value in attributes.items():
         if not _valid_name(name):
             raise BadEvent(
                 "invalid-attribute-name",
                 f"{where}attribute name {name!r} is not lower-case letters and digits",
             )
+        # json §2.2: an attribute is a JSON string, integer or boolean; an array or object made
+        # code that reads it as a string (traceparent, the log fields) raise: a 500, not a 400.
+        if not isinstance(value, (str, bool, int)):
+            raise BadEvent("invalid-attribute", f"{where}attribute {name!r} must be a string, integer or boolean")
 
 
 def decode_data(body: bytes, content_type: Optional[str], *, guess: bool = False) -> Any:
