@@ -169,3 +169,13 @@ def test_structured_mode(client: Client, event: Any, raw: Optional[bytes], conte
 def test_batch_mode(client: Client, events: Any, raw: Optional[bytes]) -> None:
     body = raw if raw is not None else json.dumps(events).encode()
     _check("batch", client.send({"Content-Type": "application/cloudevents-batch+json"}, body))
+
+
+@pytest.mark.parametrize("value", [[None], {"a": 1}, 1.5, [], {}])
+@pytest.mark.parametrize("name", ["traceparent", "subject", "relext"])
+def test_structured_attribute_of_a_non_cloudevents_type_is_a_400(client: Client, name: str, value: Any) -> None:
+    """Regression (found by the long fuzz run): ``"traceparent": [null]`` was a 500 AttributeError."""
+    event = {"specversion": "1.0", "id": "fz-1", "source": "/fuzz", "type": "fuzz.event", name: value}
+    response = client.send({"Content-Type": "application/cloudevents+json"}, json.dumps(event).encode())
+    assert response.status == 400, response.body[:300]
+    assert response.json()["reason"] == "invalid-attribute"
