@@ -1,98 +1,15 @@
-"""Shared fixtures: real pyfunc server processes on loopback ports.
-
-``serve(source)`` writes ``source`` as ``handler.py`` into a fresh directory, starts
-``python -m pyfunc DIR`` on a free loopback port and waits until it answers. Every test
-talks to it over real HTTP.
-"""
+"""Fixtures shared by every test folder; the plain helpers they use live in support.py."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import textwrap
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Optional
 
 import pytest
-import requests
-from cloudevents.conversion import to_binary, to_structured
-from cloudevents.http import CloudEvent
 
-from pyfunc.server import free_port
+from support import Running, make_event, run_pyfunc, send, start_server, write_function
 
-
-@dataclass
-class Running:
-    """A running function server."""
-
-    url: str
-    port: int
-    process: subprocess.Popen
-    log_path: Path
-    directory: Path
-    _log_offset: int = field(default=0)
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait(5)
-
-
-def wait_until_up(url: str, process: subprocess.Popen, log_path: Path, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{log_path.read_text()}")
-        try:
-            requests.get(url + "/health/liveness", timeout=1)
-            return
-        except requests.ConnectionError:
-            time.sleep(0.05)
-    process.kill()
-    raise RuntimeError(f"server did not come up in {timeout}s:\n{log_path.read_text()}")
-
-
-def start_server(
-    directory: Path,
-    env: Optional[dict] = None,
-    args: Optional[list] = None,
-    wait: bool = True,
-) -> Running:
-    port = free_port()
-    log_path = directory.parent / f"{directory.name}-server.log"
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("PYFUNC_", "PYTHON_HANDLER", "K_"))}
-    full_env.update({"PORT": str(port), "PYFUNC_HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1"})
-    full_env.update(env or {})
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "pyfunc", str(directory), *(args or [])],
-            stdout=log, stderr=subprocess.STDOUT, env=full_env,
-        )
-    running = Running(f"http://127.0.0.1:{port}", port, process, log_path, directory)
-    if wait:
-        wait_until_up(running.url, process, log_path)
-    return running
-
-
-def write_function(directory: Path, source: str, files: Optional[dict] = None) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "handler.py").write_text(textwrap.dedent(source))
-    for name, content in (files or {}).items():
-        path = directory / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(content))
-    return directory
+__all__ = ["Running", "make_event", "run_pyfunc", "send", "start_server", "write_function"]
 
 
 @pytest.fixture
@@ -127,26 +44,3 @@ def serve_module(tmp_path_factory) -> Callable[..., Running]:
     yield _serve
     for running in started:
         running.stop(signal.SIGKILL)
-
-
-def run_pyfunc(*args: str, cwd: Optional[Path] = None, env: Optional[dict] = None,
-               timeout: float = 30) -> subprocess.CompletedProcess:
-    """Run ``python -m pyfunc ARGS`` to completion (for startup errors, --help, check)."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("PYFUNC_", "PYTHON_HANDLER"))}
-    full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "pyfunc", *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def make_event(data=None, **attrs) -> CloudEvent:
-    """A CloudEvent built by the real SDK (which adds a `time`, as real senders' SDKs do)."""
-    base = {"type": "com.example.test", "source": "/tests", "id": "evt-1"}
-    base.update(attrs)
-    return CloudEvent(base, data)
-
-
-def send(url: str, event: CloudEvent, structured: bool = False, **kwargs) -> requests.Response:
-    """POST ``event`` in binary (default) or structured mode, encoded by the SDK."""
-    headers, body = (to_structured if structured else to_binary)(event)
-    headers = {**headers, **kwargs.pop("headers", {})}
-    return requests.post(url, headers=headers, data=body, timeout=kwargs.pop("timeout", 10), **kwargs)

@@ -7,7 +7,7 @@ import json
 import pytest
 import requests
 
-from conftest import make_event, send
+from support import make_event, send
 
 # The handler echoes what each parameter received, as JSON, in the reply data.
 INTROSPECT = """
@@ -133,7 +133,7 @@ def test_keyword_only_and_positional_only(serve):
 
 
 def test_unbindable_parameter_is_a_startup_error(tmp_path):
-    from conftest import run_pyfunc, write_function
+    from support import run_pyfunc, write_function
 
     write_function(tmp_path, """
         def handler(data, mystery):

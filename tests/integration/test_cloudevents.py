@@ -10,7 +10,7 @@ import requests
 from cloudevents.conversion import to_structured
 from cloudevents.http import from_http
 
-from conftest import make_event, send
+from support import make_event, send
 
 ECHO = """
 def handler(data, attributes):

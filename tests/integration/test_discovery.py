@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import requests
 
-from conftest import run_pyfunc, write_function
+from support import run_pyfunc, write_function
 
 
 def test_configured_name_is_used(serve):

@@ -8,7 +8,7 @@ import json
 import pytest
 import requests
 
-from conftest import make_event, send
+from support import make_event, send
 
 HTTP_RETURNS = """
 import flask

@@ -8,7 +8,7 @@ import signal
 import pytest
 import requests
 
-from conftest import make_event, run_pyfunc, send, write_function
+from support import make_event, run_pyfunc, send, write_function
 from pyfunc.server import free_port
 
 HOOKS = """

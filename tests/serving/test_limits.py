@@ -9,7 +9,7 @@ import time
 
 import requests
 
-from conftest import make_event, send
+from support import make_event, send
 
 BLOCKING = """
 import pathlib, time

@@ -9,7 +9,7 @@ from datetime import datetime
 
 import requests
 
-from conftest import make_event, send
+from support import make_event, send
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"

@@ -14,7 +14,7 @@ import signal
 import pytest
 import requests
 
-from conftest import make_event, send
+from support import make_event, send
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_SPAN = "00f067aa0ba902b7"
