@@ -18,10 +18,22 @@ fi
 # Debian's client matches its daemon; prefer it over any newer client found earlier on PATH.
 ln -sf /usr/bin/docker "$TOOLS/bin/docker"
 
+# A live (not zombie) process with this pid and command name?
+running() { [ "$(ps -o comm=,stat= -p "$1" 2>/dev/null | awk '$2 !~ /^Z/ {print $1}')" = "$2" ]; }
 if ! docker info >/dev/null 2>&1; then
   step "Starting dockerd (log: $CACHE/dockerd.log)"
+  # Pid files left by a daemon that was killed (end of a session) would stop it from starting.
+  for pf in /var/run/docker.pid:dockerd /var/run/docker/containerd/containerd.pid:containerd; do
+    f="${pf%%:*}"
+    if [ -f "$f" ] && ! running "$(cat "$f")" "${pf##*:}"; then rm -f "$f"; fi
+  done
   setsid nohup /usr/sbin/dockerd >"$CACHE/dockerd.log" 2>&1 </dev/null &
-  for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  pid=$!
+  for _ in $(seq 120); do
+    docker info >/dev/null 2>&1 && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.5
+  done
   docker info >/dev/null 2>&1 || { tail -20 "$CACHE/dockerd.log"; die "dockerd did not come up"; }
 fi
 note "docker $(docker version -f '{{.Server.Version}} (API {{.Server.APIVersion}})')"
