@@ -64,6 +64,7 @@ def one_request(port: int, n: int, outcomes: Outcomes, allow_shed: bool) -> None
         sock = socket.create_connection(("127.0.0.1", port), timeout=30)
     except OSError as exc:  # refused (or a connect timeout under a full backlog): a clean refusal
         outcomes.add("refused" if isinstance(exc, ConnectionRefusedError) else f"connect-{type(exc).__name__}")
+        time.sleep(0.01)  # a real client backs off; spinning on refusals only burns the CPU the server needs
         return
     with sock:
         try:
