@@ -8,8 +8,8 @@ import signal
 import pytest
 import requests
 
-from support import make_event, run_pyfunc, send, write_function
 from pyfunc.server import free_port
+from support import make_event, run_pyfunc, send, write_function
 
 HOOKS = """
 import json
