@@ -15,6 +15,8 @@ if ! [ -x /usr/sbin/dockerd ] || ! [ -x /usr/sbin/debootstrap ]; then
   step "Installing docker.io and debootstrap from Debian"
   apt_install docker.io debootstrap ca-certificates
 fi
+command -v curl >/dev/null || apt_install curl                  # scripts/demo.sh
+command -v npm >/dev/null || apt_install nodejs npm             # the Knative schema validator
 # Debian's client matches its daemon; prefer it over any newer client found earlier on PATH.
 ln -sf /usr/bin/docker "$TOOLS/bin/docker"
 
