@@ -47,7 +47,8 @@ WHEELS="$CACHE/context/wheelhouse"
 runtime_hash="$(hash_of runtime pyproject.toml)"
 if [ "$(cat "$WHEELS/.inputs" 2>/dev/null)" != "$runtime_hash-$PIP_VERSION-$PYTHON_VERSION" ]; then
   step "Building the wheelhouse (runtime/ changed or first run)"
-  rm -rf "$WHEELS"; mkdir -p "$WHEELS"
+  # Dependency wheels already there are kept (pip download skips them); the runtime's is rebuilt.
+  mkdir -p "$WHEELS"; rm -f "$WHEELS"/pyfunc_invoker-*.whl
   python3 -m pip wheel --quiet --no-deps --no-cache-dir -w "$WHEELS" "$REPO"
   python3 -m pip download --quiet --no-cache-dir -d "$WHEELS" --find-links "$WHEELS" \
     --only-binary=:all: --platform manylinux2014_x86_64 --implementation cp \
