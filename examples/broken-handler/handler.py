@@ -1,10 +1,10 @@
 """A broken function: `pack build` must fail at the buildpack's handler check.
 
-The import below names a module that does not exist, so loading the handler fails on line 6.
+Line 6 imports a module that does not exist, so loading the handler fails right there.
 """
-import json
-import no_such_module_here
+
+import no_such_module_here  # noqa: F401
 
 
 def handler(data, attributes):
-    return {"type": "com.example.reply", "source": "/broken"}, json.dumps(data)
+    return {"type": "com.example.reply", "source": "/broken"}, data
