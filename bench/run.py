@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import random
+import resource
 import shutil
 import signal
 import socket
@@ -256,6 +257,46 @@ def rss_kb(pids: list[int]) -> int:
     return total
 
 
+def core_ticks(core: int) -> tuple[int, int]:
+    """(busy, total) jiffies of one core from /proc/stat. Busy counts user+nice+system only:
+    the softirq time of our own loopback traffic is not someone else's load."""
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith(f"cpu{core} "):
+                v = [int(x) for x in line.split()[1:]]
+                return v[0] + v[1] + v[2], sum(v[:8])
+    return 0, 0
+
+
+def foreign_load(core: int, own_pids: list[int], seconds: float) -> float:
+    """Share of `core` used by processes other than `own_pids` over `seconds`."""
+    b0, t0 = core_ticks(core)
+    c0 = cpu_ticks(own_pids)
+    time.sleep(seconds)
+    b1, t1 = core_ticks(core)
+    c1 = cpu_ticks(own_pids)
+    return max(0.0, ((b1 - b0) - (c1 - c0)) / max(1, t1 - t0))
+
+
+def wait_quiet(args, own_pids: list[int], what: str) -> float:
+    """Wait (up to --max-wait s) until both cores are quiet; returns the seconds waited."""
+    if args.max_wait <= 0:
+        return 0.0
+    waited = 0.0
+    while True:
+        srv = foreign_load(int(args.server_core), own_pids, 0.3)
+        if srv <= args.max_foreign:
+            return waited
+        if waited >= args.max_wait:
+            log(f"{what}: server core still {srv:.0%} busy with other processes after "
+                f"{waited:.0f} s; measuring anyway (flagged)")
+            return waited
+        if waited == 0:
+            log(f"{what}: server core {srv:.0%} busy with other processes; waiting for quiet")
+        time.sleep(1.0)
+        waited += 1.3
+
+
 class Server:
     def __init__(self, name: str, mode: str, core: str, logdir: Path):
         self.name, self.mode = name, mode
@@ -407,10 +448,11 @@ def run_wrk(port: int, reqfile: Path, conc: int, seconds: float, core: str) -> d
     raise RuntimeError(f"wrk gave no result: {out.stdout[-500:]} {out.stderr[-500:]}")
 
 
-def measure_cell(server: Server, reqfile: Path, scn: dict, args) -> dict:
+def measure_once(server: Server, reqfile: Path, scn: dict, args) -> dict:
+    pids = server.pids()
+    wait_quiet(args, pids, f"{server.name}/{scn['id']}")
     if args.warmup > 0:
         run_wrk(server.port, reqfile, scn["conc"], args.warmup, args.load_core)
-    pids = server.pids()
     peak = [rss_kb(pids)]
     stop = threading.Event()
 
@@ -419,26 +461,58 @@ def measure_cell(server: Server, reqfile: Path, scn: dict, args) -> dict:
             peak[0] = max(peak[0], rss_kb(pids))
 
     th = threading.Thread(target=sampler, daemon=True)
+    score, lcore = int(args.server_core), int(args.load_core)
+    b0, t0 = core_ticks(score)
+    lb0, lt0 = core_ticks(lcore)
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk is our only child reaped meanwhile
+    rs0 = resource.getrusage(resource.RUSAGE_SELF)
     c0 = cpu_ticks(pids)
     th.start()
     w = run_wrk(server.port, reqfile, scn["conc"], args.duration, args.load_core)
     stop.set()
     th.join()
-    c1 = cpu_ticks(server.pids())
+    c1 = cpu_ticks(pids)
+    b1, t1 = core_ticks(score)
+    lb1, lt1 = core_ticks(lcore)
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    rs1 = resource.getrusage(resource.RUSAGE_SELF)
+    own_load = (ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime
+                + rs1.ru_utime + rs1.ru_stime - rs0.ru_utime - rs0.ru_stime) * CLK_TCK
     n = w["requests"]
     errors = w["err_connect"] + w["err_read"] + w["err_write"] + w["err_status"] + w["err_timeout"]
     dur = w["duration_us"] / 1e6
+    ok = n - w["err_status"]
     return {
-        "rps": (n - w["err_status"]) / dur if dur else 0.0,
+        "rps": ok / dur if dur else 0.0,
         "requests": n,
         "errors": errors,
         "err_detail": {k[4:]: w[k] for k in w if k.startswith("err_") and w[k]},
-        "p50_ms": w["lat_p50_us"] / 1000,
-        "p99_ms": w["lat_p99_us"] / 1000,
+        "p50_ms": w["lat_p50_us"] / 1000 if n else None,
+        "p99_ms": w["lat_p99_us"] / 1000 if n else None,
         "cpu_us_per_req": ((c1 - c0) / CLK_TCK * 1e6 / n) if n else None,
         "cpu_util": (c1 - c0) / CLK_TCK / dur if dur else None,
+        "foreign_load": max(0.0, ((b1 - b0) - (c1 - c0)) / max(1, t1 - t0)),
+        "load_core_foreign": max(0.0, ((lb1 - lb0) - own_load) / max(1, lt1 - lt0)),
         "rss_peak_mb": peak[0] / 1024,
     }
+
+
+def measure_cell(server: Server, reqfile: Path, scn: dict, args) -> dict:
+    """One measurement; re-measured (up to --retries times) when other processes took more
+    than --max-foreign of the server's core during the window. Keeps the least disturbed."""
+    best = None
+    for attempt in range(args.retries + 1):
+        r = measure_once(server, reqfile, scn, args)
+        r["attempts"] = attempt + 1
+        r["disturbance"] = max(r["foreign_load"], r["load_core_foreign"])
+        if best is None or r["disturbance"] < best["disturbance"]:
+            best = r
+        if r["disturbance"] <= args.max_foreign:
+            break
+        log(f"{server.name}/{scn['id']}: other processes took {r['foreign_load']:.0%} of the "
+            f"server core, {r['load_core_foreign']:.0%} of wrk's; measuring again")
+    best["contended"] = best["disturbance"] > args.max_foreign
+    return best
 
 
 # ---------------------------------------------------------------------------------------------
@@ -516,6 +590,7 @@ def cold_starts(servers: list[str], reps: int, args, logdir: Path) -> dict:
         order = servers[:]
         random.shuffle(order)
         for s in order:
+            wait_quiet(args, [], f"cold start {s}")
             srv = Server(s, "hello", args.server_core, logdir)
             t = srv.first_200()
             if t is not None and rep > 0:
@@ -529,39 +604,66 @@ def cold_starts(servers: list[str], reps: int, args, logdir: Path) -> dict:
 
 
 def docker_figures(args) -> dict:
+    """Image sizes and `docker run` -> first 200. Optional: skipped cleanly without an engine or
+    without the base image. The function image is built from bench/servers/pyfunc/hello with the
+    repo's image/function.Dockerfile (base image + handler.py) unless --docker-fn names one."""
     docker = shutil.which("docker")
     if not docker:
         return {"skipped": "docker client not installed"}
     if subprocess.run([docker, "info"], capture_output=True).returncode:
         return {"skipped": "no Docker engine reachable (docker info failed)"}
-    out: dict = {"images": {}}
-    for img in [args.docker_base, args.docker_fn]:
+
+    def size_mb(img):
         r = subprocess.run([docker, "image", "inspect", "--format", "{{.Size}}", img],
                            capture_output=True, text=True)
-        out["images"][img] = (int(r.stdout.strip()) / 1e6 if r.returncode == 0 else None)
-    if out["images"].get(args.docker_fn) is None:
-        out["run_skipped"] = f"image {args.docker_fn} not present"
+        return int(r.stdout.strip()) / 1e6 if r.returncode == 0 else None
+
+    out: dict = {"images": {}}
+    for img in (args.docker_base, args.docker_builder):
+        out["images"][img] = size_mb(img)
+    if out["images"][args.docker_base] is None:
+        out["skipped"] = f"image {args.docker_base} not present"
         return out
+    fn = args.docker_fn
+    if not fn:
+        fn = "pyfunc/bench-hello"
+        dockerfile = REPO / "image" / "function.Dockerfile"
+        if not dockerfile.exists():
+            out["run_skipped"] = f"{dockerfile} missing"
+            return out
+        r = subprocess.run([docker, "build", "-q", "-f", str(dockerfile), "--build-arg",
+                            f"BASE_IMAGE={args.docker_base}", "-t", fn,
+                            str(SERVERS_DIR / "pyfunc" / "hello")], capture_output=True, text=True)
+        if r.returncode:
+            out["run_skipped"] = "docker build failed: " + r.stderr[-300:]
+            return out
+    out["function_image"] = fn
+    out["images"][fn] = size_mb(fn)
     samples = []
-    for _ in range(args.cold_reps):
+    for rep in range(args.cold_reps + 1):
         port = free_port()
+        name = f"pyfunc-bench-{os.getpid()}-{rep}"
         t0 = time.perf_counter()
-        cid = subprocess.run([docker, "run", "-d", "--rm", "-e", "PORT=8080",
-                              "-p", f"127.0.0.1:{port}:8080", args.docker_fn],
-                             capture_output=True, text=True).stdout.strip()
+        r = subprocess.run([docker, "run", "-d", "--rm", "--name", name,
+                            f"--cpuset-cpus={args.server_core}", "-e", "PORT=8080",
+                            "-p", f"127.0.0.1:{port}:8080", fn], capture_output=True, text=True)
         t = None
-        while time.perf_counter() - t0 < 60:
-            try:
-                c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                c.request("GET", "/")
-                if c.getresponse().status == 200:
-                    t = time.perf_counter() - t0
-                    break
-            except (OSError, http.client.HTTPException):
-                pass
-            time.sleep(0.005)
-        subprocess.run([docker, "rm", "-f", cid], capture_output=True)
-        if t is not None:
+        if r.returncode == 0:
+            req = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+            while time.perf_counter() - t0 < 60:
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=2) as sk:
+                        sk.sendall(req)
+                        if sk.recv(64)[9:12] == b"200":
+                            t = time.perf_counter() - t0
+                            break
+                except OSError:
+                    pass
+                time.sleep(0.002)
+        else:
+            out["run_error"] = r.stderr[-300:]
+        subprocess.run([docker, "rm", "-f", name], capture_output=True)
+        if t is not None and rep > 0:  # first run discarded, as for processes
             samples.append(t * 1000)
     out["run_to_first_200_ms"] = samples
     return out
@@ -571,7 +673,8 @@ def docker_figures(args) -> dict:
 # Aggregation and report
 # ---------------------------------------------------------------------------------------------
 
-METRICS = ["rps", "p50_ms", "p99_ms", "cpu_us_per_req", "rss_peak_mb", "errors"]
+METRICS = ["rps", "p50_ms", "p99_ms", "cpu_us_per_req", "rss_peak_mb", "errors", "foreign_load",
+           "load_core_foreign"]
 
 
 def agg(values: list[float]) -> dict | None:
@@ -648,6 +751,8 @@ def render_md(res: dict) -> str:
                         txt += f" ⚠{errs['median']:.0f} err"
                     if metric == "rps" and not SERVERS[s]["replies"] and scn["mode"] == "ce":
                         txt += " †"
+                    if metric == "rps" and any(r.get("contended") for r in c.get("rounds", [])):
+                        txt += " ~"
                     row.append(txt)
             L.append("| " + " | ".join(row) + " |")
         L.append("")
@@ -655,11 +760,16 @@ def render_md(res: dict) -> str:
     table("Throughput (requests/s)", "rps",
           "† functions-framework answers 200 \"OK\" and sends no reply event (it cannot). "
           "⚠ = median count of errors (socket errors, timeouts, non-2xx) in the measured "
-          "window. batch = 10 events of 100 B per request.")
+          "window. ~ = at least one round was disturbed by other processes on the server core "
+          "(more than --max-foreign after the retries). batch = 10 events of 100 B per request.")
     table("Latency p50 (ms)", "p50_ms")
     table("Latency p99 (ms)", "p99_ms")
     table("Server CPU per request (µs, whole process tree)", "cpu_us_per_req")
     table("Peak RSS under load (MB, whole process tree)", "rss_peak_mb")
+    table("Other processes' share of the server core during the window", "foreign_load",
+          "A check on the measurement, not a property of the server: the share of the server's "
+          "core that other processes (not the server, not our loopback softirq) used. The same "
+          "for wrk's core is in latest.json (load_core_foreign).")
 
     L.append("## Cold start and idle memory\n")
     L.append("Cold start: process spawn → first HTTP 200 on GET / (hello function), "
@@ -681,27 +791,36 @@ def render_md(res: dict) -> str:
 
     if "pyfunc" in servers:
         L.append("## pyfunc against the issue #5 targets\n")
-        L.append("| target | measured | met |")
-        L.append("|---|---|---|")
+        L.append("Throughput ratio = pyfunc req/s ÷ limit req/s (medians). CPU ratio = limit CPU "
+                 "per request ÷ pyfunc CPU per request: the same figure for a CPU-bound server "
+                 "on one core, but much less sensitive to other load on the machine.\n")
+        L.append("| target | throughput ratio | CPU ratio | met |")
+        L.append("|---|---|---|---|")
         for scn in res["scenarios"]:
             if scn["kind"] in ("hello", "binary", "structured") and scn["conc"] in (8, 64) \
                     and scn["size"] in (None, "100B"):
                 c = cells.get(f"pyfunc/{scn['id']}")
                 r = cells.get(f"raw/{scn['id']}")
                 if not c or c.get("error") or not r or r.get("error"):
-                    L.append(f"| {scn['id']} ≥ 0.75 of limit | FAIL | no |")
+                    L.append(f"| {scn['id']} ≥ 0.75 of limit | FAIL | FAIL | no |")
                     continue
                 q = c["agg"]["rps"]["median"] / r["agg"]["rps"]["median"]
-                L.append(f"| {scn['id']} ≥ 0.75 of limit | ×{q:.2f} | "
+                e = r["agg"]["cpu_us_per_req"]["median"] / c["agg"]["cpu_us_per_req"]["median"]
+                L.append(f"| {scn['id']} ≥ 0.75 of limit | ×{q:.2f} | ×{e:.2f} | "
                          f"{'yes' if q >= 0.75 else 'no'} |")
         c = agg(cs.get("pyfunc", {}).get("samples_ms", []))
         if c:
-            L.append(f"| cold start ≤ 100 ms | {c['median']:.0f} ms | "
+            L.append(f"| cold start ≤ 100 ms | {c['median']:.0f} ms | | "
                      f"{'yes' if c['median'] <= 100 else 'no'} |")
         r = agg(cs.get("pyfunc", {}).get("rss_idle_mb", []))
         if r:
-            L.append(f"| RSS idle ≤ 25 MB | {r['median']:.1f} MB | "
+            L.append(f"| RSS idle ≤ 25 MB (hello) | {r['median']:.1f} MB | | "
                      f"{'yes' if r['median'] <= 25 else 'no'} |")
+        ce_idle = res.get("idle_rss_by_mode", {}).get("pyfunc/idle-ce")
+        if ce_idle:
+            v = float(ce_idle.split()[0])
+            L.append(f"| RSS idle ≤ 25 MB (CloudEvent function) | {v:.1f} MB | | "
+                     f"{'yes' if v <= 25 else 'no'} |")
         L.append("")
 
         L.append("## Cost against payload and batch size (CPU µs per request, c=8)\n")
@@ -723,16 +842,18 @@ def render_md(res: dict) -> str:
 
     d = res.get("docker", {})
     L.append("## Containers\n")
-    if d.get("skipped"):
+    if d.get("skipped") and not d.get("images"):
         L.append(f"Skipped: {d['skipped']}.\n")
     else:
+        if d.get("skipped"):
+            L.append(f"Skipped: {d['skipped']}.\n")
         for img, size in d.get("images", {}).items():
             L.append(f"- image `{img}`: " + (f"{size:.1f} MB" if size else "absent"))
         if d.get("run_skipped"):
             L.append(f"- docker run → first 200: skipped ({d['run_skipped']})")
         elif d.get("run_to_first_200_ms"):
             a = agg(d["run_to_first_200_ms"])
-            L.append(f"- docker run → first 200: {a['median']:.0f} ms "
+            L.append(f"- `docker run` ({d.get('function_image')}) → first HTTP 200: {a['median']:.0f} ms "
                      f"({a['min']:.0f}–{a['max']:.0f}, n={a['n']})")
         L.append("")
 
@@ -777,9 +898,17 @@ def main() -> int:
     ap.add_argument("--out", default=str(BENCH / "results"), help="directory for latest.*")
     ap.add_argument("--name", default="latest", help="basename of the result files")
     ap.add_argument("--docker-base", default="pyfunc/base")
-    ap.add_argument("--docker-fn", default="pyfunc/bench-hello",
-                    help="a function image built with the builder (serves GET / 200)")
+    ap.add_argument("--docker-builder", default="pyfunc/builder")
+    ap.add_argument("--docker-fn", default="",
+                    help="a function image serving GET / -> 200 (default: build one from "
+                         "bench/servers/pyfunc/hello with image/function.Dockerfile)")
     ap.add_argument("--no-docker", action="store_true")
+    ap.add_argument("--max-foreign", type=float, default=0.10,
+                    help="share of the server core other processes may use (default 0.10)")
+    ap.add_argument("--max-wait", type=float, default=20,
+                    help="seconds to wait for a quiet server core before each cell (0: never)")
+    ap.add_argument("--retries", type=int, default=2,
+                    help="re-measure a cell disturbed by other processes up to N times")
     args = ap.parse_args()
 
     args.rounds = args.rounds or (1 if args.quick else 3)
@@ -803,6 +932,11 @@ def main() -> int:
     logdir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="pyfunc-bench-"))
 
+    git_rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True).stdout.strip()
+    dirty = bool(subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--",
+                                 ".", ":!bench/results"],
+                                capture_output=True, text=True).stdout.strip())
     versions, server_errors = {}, {}
     for s in list(servers):
         try:
@@ -854,9 +988,10 @@ def main() -> int:
                             failed[key] = f"load failed: {e}"
                             continue
                         raw_cells.setdefault(key, []).append(r)
-                        log(f"{key}: {r['rps']:.0f} req/s p50 {r['p50_ms']:.2f} ms "
-                            f"p99 {r['p99_ms']:.2f} ms cpu {r['cpu_us_per_req'] or 0:.0f} µs/req "
-                            f"rss {r['rss_peak_mb']:.1f} MB err {r['errors']}")
+                        log(f"{key}: {r['rps']:.0f} req/s p50 {r['p50_ms'] or 0:.2f} ms "
+                            f"p99 {r['p99_ms'] or 0:.2f} ms cpu {r['cpu_us_per_req'] or 0:.0f} µs/req "
+                            f"rss {r['rss_peak_mb']:.1f} MB err {r['errors']} "
+                            f"other {r['foreign_load']:.0%}/{r['load_core_foreign']:.0%}")
                 finally:
                     srv.stop()
 
@@ -885,11 +1020,6 @@ def main() -> int:
                 c["error"] = "not measured"
             results["cells"][key] = c
 
-    git_rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--",
-                                 ".", ":!bench/results"],
-                                capture_output=True, text=True).stdout.strip())
     cpu = "unknown cpu"
     try:
         for line in open("/proc/cpuinfo"):
