@@ -3,7 +3,7 @@
 
 Run it with a Python that has pyfunc installed (the bench venv does):
 
-    ~/.cache/pyfunc/bench/venvs/pyfunc/bin/python bench/profile.py [--n N] [--scenario S]
+    ~/.cache/pyfunc/bench/venvs/pyfunc/bin/python bench/profile_pyfunc.py [--n N] [--scenario S]
 
 For each scenario it builds the same request as bench/run.py, calls pyfunc's WSGI app and the
 raw limit's WSGI app (bench/servers/raw/app.py) N times each, prints µs per call of both (the
@@ -76,12 +76,13 @@ def call(app, env: dict, body: bytes) -> bytes:
     return out
 
 
-def load_pyfunc(mode: str):
+def load_pyfunc(mode: str, env: dict | None = None):
     from pyfunc import logs
     from pyfunc.config import Config
     from pyfunc.server import build_app
 
-    cfg = Config.load(environ={}, directory=str(BENCH / "servers" / "pyfunc" / mode), threads=4)
+    cfg = Config.load(environ=env or {}, directory=str(BENCH / "servers" / "pyfunc" / mode),
+                      threads=4)
     logs.configure(cfg.log_format, cfg.log_level)
     return build_app(cfg)
 
@@ -108,6 +109,8 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--scenario", action="append", choices=sorted(SCENARIOS))
     ap.add_argument("--top", type=int, default=22)
+    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                    help="pyfunc setting for the profiled app, e.g. PYFUNC_ACCESS_LOG=false")
     args = ap.parse_args()
     devnull = open(os.devnull, "w")
     real_stderr = sys.stderr
@@ -116,7 +119,7 @@ def main() -> int:
         mode = "hello" if kind == "hello" else "ce"
         env, body = environ_for(kind, size)
         sys.stderr = devnull
-        pyf = load_pyfunc(mode)
+        pyf = load_pyfunc(mode, dict(kv.split("=", 1) for kv in args.env))
         raw = load_raw(mode)
         # logs.configure captured sys.stderr (devnull) in its StreamHandler
         t_pyf = per_call_us(pyf, env, body, args.n)
