@@ -62,7 +62,7 @@ note "pack $(pack version)"
 # --- lifecycle + launcher, packed as the tarball builder.toml points at ---------------------
 LC_DIR="$TOOLS/lifecycle-v$LIFECYCLE_VERSION"
 LC_TGZ="$TOOLS/lifecycle-v$LIFECYCLE_VERSION+linux.x86-64.tgz"
-if [ ! -s "$LC_TGZ" ]; then
+if [ ! -s "$LC_TGZ" ] || [ "$("$LC_DIR/lifecycle/lifecycle" -version 2>/dev/null)" != "$LIFECYCLE_VERSION" ]; then
   step "Building lifecycle v$LIFECYCLE_VERSION from the Go module proxy"
   rm -rf "$LC_DIR"; mkdir -p "$LC_DIR/lifecycle"
   # Built inside its module (like pack): `go install pkg@v` would probe sub-module paths first.
