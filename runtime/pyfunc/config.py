@@ -88,6 +88,9 @@ SETTINGS: tuple[Setting, ...] = (
             "largest request head (request line + headers); larger gets 431"),
     Setting("channel_timeout", "PYFUNC_CHANNEL_TIMEOUT", "--channel-timeout", 60.0, _non_negative_float,
             "seconds an idle or stalled client connection is kept before it is closed"),
+    Setting("receive_timeout", "PYFUNC_RECEIVE_TIMEOUT", "--receive-timeout", 30.0, _non_negative_float,
+            "seconds a client may take to send one whole request once it has started; a slower "
+            "one (slow-loris) is disconnected (0: no limit)"),
     Setting("timeout", "PYFUNC_TIMEOUT", "--timeout", 0.0, _non_negative_float,
             "seconds one invocation may take before a 504 (0: no limit)"),
     Setting("max_concurrency", "PYFUNC_MAX_CONCURRENCY", "--max-concurrency", 0, int,
@@ -124,6 +127,7 @@ class Config:
     max_body_size: int = 10 << 20
     max_header_size: int = 64 << 10
     channel_timeout: float = 60.0
+    receive_timeout: float = 30.0
     timeout: float = 0.0
     max_concurrency: int = 0
     shutdown_timeout: float = 25.0

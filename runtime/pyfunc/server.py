@@ -95,7 +95,8 @@ class Server:
             channel_timeout=int(config.channel_timeout) or 1,
             # waitress looks for stale channels every cleanup_interval (30 s by default), so a
             # short channel timeout would otherwise not be enforced for up to 30 s.
-            cleanup_interval=max(1, min(30, int(config.channel_timeout / 2))),
+            cleanup_interval=max(1, min(30, int(config.channel_timeout / 2),
+                                        int(config.receive_timeout / 2) or 30)),
             # waitress refuses a size >= its limit; pyfunc's settings are the largest size accepted.
             max_request_body_size=config.max_body_size + 1,
             max_request_header_size=config.max_header_size + 1,
@@ -103,6 +104,8 @@ class Server:
             expose_tracebacks=False,
             asyncore_loop_timeout=1,
         )
+        if config.receive_timeout:
+            enforce_receive_deadline(self.waitress, config.receive_timeout)
 
     @property
     def port(self) -> int:
@@ -237,6 +240,39 @@ def _closing_task_class() -> type:
             return super().build_response_header()
 
     return ClosingTask
+
+
+def enforce_receive_deadline(server: Any, seconds: float) -> None:
+    """Close connections that take longer than ``seconds`` to send one request (slow-loris).
+
+    waitress's ``channel_timeout`` only counts *silence*: a client trickling one byte a second
+    keeps its connection forever. Here each connection notes when a request's first byte
+    arrived, and waitress's periodic maintenance also closes those still receiving after the
+    deadline. Connections with a request being served are left alone.
+    """
+    from waitress.channel import HTTPChannel
+
+    class DeadlineChannel(HTTPChannel):
+        receive_started = 0.0
+
+        def received(self, data: bytes) -> bool:
+            if self.request is None and data:
+                self.receive_started = time.time()
+            return super().received(data)
+
+    waitress_maintenance = server.maintenance
+
+    def maintenance(now: float) -> None:
+        waitress_maintenance(now)
+        cutoff = now - seconds
+        for channel in list(server.active_channels.values()):
+            started = getattr(channel, "receive_started", 0.0)
+            if channel.request is not None and not channel.requests and started and started < cutoff:
+                logger.info("closing a connection that took over %ss to send its request", seconds)
+                channel.will_close = True
+
+    server.channel_class = DeadlineChannel
+    server.maintenance = maintenance
 
 
 # Seconds a connection accepted before the drain may stay silent before it is closed.

@@ -241,7 +241,7 @@ def test_slow_loris(server) -> None:
 
     waitress buffers a request head on its I/O loop and hands it to a worker thread only when complete,
     so a trickling client holds a connection slot, not a worker. channel_timeout is an *inactivity*
-    timeout: a client that keeps trickling is not cut off (see README, "what does not hold").
+    timeout; a client that keeps trickling is cut off by PYFUNC_RECEIVE_TIMEOUT (the next test).
     """
     request = rawhttp.good_event_request(close=False)
     lorises = [rawhttp.connect(server.port) for _ in range(20)]
@@ -259,6 +259,35 @@ def test_slow_loris(server) -> None:
     assert waited < CHANNEL_TIMEOUT * 10
     background.check()
     assert_serving(server.port)
+
+
+def test_trickling_client_is_cut_off_by_the_receive_deadline(serve) -> None:
+    """A client that never stops trickling (one byte every 0.2 s) is disconnected after PYFUNC_RECEIVE_TIMEOUT.
+
+    Without the deadline it would hold its connection for as long as it kept sending: at 1 byte a second a
+    10 MiB body takes four months.
+    """
+    server = serve(ECHO, env={"PYFUNC_RECEIVE_TIMEOUT": "2", "PYFUNC_CHANNEL_TIMEOUT": "60"})
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    request = head + b"".join(b"X-Pad-%d: y\r\n" % i for i in range(500))  # would take ~80 s at this rate
+    sock = rawhttp.connect(server.port)
+    sent = 0
+    with Background(server.port) as background:
+        try:
+            for sent in range(len(request)):  # bounded: the whole head, never more
+                sock.sendall(request[sent:sent + 1])
+                time.sleep(0.2)
+        except OSError:
+            pass  # reset or broken pipe: the server closed the connection
+        else:
+            pytest.fail("the server let a trickling client send its whole head")
+        finally:
+            sock.close()
+    # Cut off after about the 2 s deadline (+ up to 1 s until waitress's next maintenance pass).
+    assert sent * 0.2 < 30, f"closed only after {sent} bytes"
+    background.check()
+    assert_serving(server.port)
+    assert "took over 2.0s to send its request" in server.logs()
 
 
 def test_connect_and_say_nothing_then_go(server) -> None:
