@@ -297,6 +297,16 @@ def wait_quiet(args, own_pids: list[int], what: str) -> float:
         waited += 1.3
 
 
+LIVE: set = set()  # servers running now, stopped on exit or SIGTERM/SIGINT of the runner
+
+
+def _stop_all(*_):
+    for srv in list(LIVE):
+        srv.stop()
+    if _:
+        sys.exit(130)
+
+
 class Server:
     def __init__(self, name: str, mode: str, core: str, logdir: Path):
         self.name, self.mode = name, mode
@@ -312,6 +322,7 @@ class Server:
             stdout=self.logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+        LIVE.add(self)
 
     def first_200(self, path: str = "/", timeout: float = 30.0) -> float | None:
         """Tight loop of raw connects + GETs until an HTTP 200; seconds since spawn."""
@@ -353,6 +364,7 @@ class Server:
         return proc_tree(self.proc.pid)
 
     def stop(self) -> None:
+        LIVE.discard(self)
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
@@ -366,7 +378,8 @@ class Server:
                 except ProcessLookupError:
                     pass
                 self.proc.wait(5)
-        self.logfile.close()
+        if not self.logfile.closed:
+            self.logfile.close()
 
     def log_tail(self, n: int = 15) -> str:
         try:
@@ -504,7 +517,10 @@ def measure_cell(server: Server, reqfile: Path, scn: dict, args) -> dict:
     for attempt in range(args.retries + 1):
         r = measure_once(server, reqfile, scn, args)
         r["attempts"] = attempt + 1
-        r["disturbance"] = max(r["foreign_load"], r["load_core_foreign"])
+        # Other load on the server's core always skews a cell. Other load on wrk's core only
+        # matters when it starved wrk, i.e. when the server was left idle meanwhile.
+        starved = (r["cpu_util"] or 0) < 0.9
+        r["disturbance"] = max(r["foreign_load"], r["load_core_foreign"] if starved else 0.0)
         if best is None or r["disturbance"] < best["disturbance"]:
             best = r
         if r["disturbance"] <= args.max_foreign:
@@ -923,6 +939,8 @@ def main() -> int:
         want = set(args.scenarios.split(","))
         scns = [s for s in scns if s["id"] in want]
 
+    signal.signal(signal.SIGTERM, _stop_all)
+    signal.signal(signal.SIGINT, _stop_all)
     # the runner itself stays on the load generator's core
     os.sched_setaffinity(0, {int(args.load_core)})
     started = time.time()
