@@ -161,8 +161,13 @@ class FunctionApp:
         self.tracing: Any = None  # a tracing.Tracing once enable_tracing() finds tracing turned on
         self._slots = threading.BoundedSemaphore(config.max_concurrency) if config.max_concurrency > 0 else None
         self._flask_app: Any = None
-        if self.binder.needs_flask:
+        self._request_class: Any = None
+        if self.binder.needs_flask_context:
             _ = self.flask_app  # built now, not on the first request
+        elif self.binder.needs_request:
+            from flask import Request
+
+            self._request_class = Request
         self.default_source = default_source(loaded)
         self.reply_mode = None if config.reply_mode == "auto" else config.reply_mode
         self.access_log = config.access_log
@@ -249,10 +254,13 @@ class FunctionApp:
             return problem(429, "too-many-requests",
                            f"more than {self.config.max_concurrency} invocations in progress")
         try:
-            if self.binder.needs_flask:
+            if self.binder.needs_flask_context:
                 return self._invoke_in_flask(environ, fields)
-            body = _read_body(environ) if self.binder.needs_event or self.binder.needs_body else b""
-            return self._handle(environ, body, None, fields)
+            wants_body = self.binder.needs_event or self.binder.needs_body
+            if self._request_class is not None:
+                request = self._request_class(environ)
+                return self._handle(environ, request.get_data(cache=True) if wants_body else b"", request, fields)
+            return self._handle(environ, _read_body(environ) if wants_body else b"", None, fields)
         finally:
             if self._slots is not None:
                 self._slots.release()
