@@ -15,7 +15,6 @@ import os
 import sys
 import threading
 import time
-import uuid
 from typing import Any, Callable, Iterable, Optional
 
 from . import codec, logs
@@ -189,7 +188,7 @@ class FunctionApp:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         started = time.perf_counter()
-        fields = {"request_id": environ.get("HTTP_X_REQUEST_ID") or uuid.uuid4().hex}
+        fields = {"request_id": environ.get("HTTP_X_REQUEST_ID") or logs.next_request_id()}
         token = logs.request_fields.set(fields)
         try:
             method = environ["REQUEST_METHOD"]

@@ -124,7 +124,7 @@ def test_json_logs_are_one_object_per_line_with_request_event_and_trace_fields(s
     structured_records = of("s-1")
     assert len(structured_records) == 3
     assert {r["trace_id"] for r in structured_records} == {OTHER_TRACE_ID}  # from the CE extension
-    assert all(re.fullmatch(r"[0-9a-f]{32}", r["request_id"]) for r in structured_records)  # generated
+    assert all(re.fullmatch(r"[0-9a-f]{12}-[0-9a-f]+", r["request_id"]) for r in structured_records)  # generated
     assert structured_records[0]["request_id"] != binary_records[0]["request_id"]
 
     failed = of("f-1")
