@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Build pyfunc's images locally, without a registry:
 #   pyfunc/rootfs:bookworm  debootstrap'd Debian with python3, `docker import`ed
-#   pyfunc/base             image/Dockerfile: the runtime (also the builder's run image)
-#   pyfunc/build            builder/build.Dockerfile: base + pip, the builder's build image
+#   pyfunc/base             image/Dockerfile: the runtime, no shell (also the builder's run image)
+#   pyfunc/build            builder/build.Dockerfile: rootfs + base's venv + pip/cyclonedx, the build image
 #   pyfunc/builder          `pack builder create` with buildpack/ and the local lifecycle
 # Each step is skipped when its inputs are unchanged (labels keep input hashes), so a re-run is cheap.
 # Needs scripts/install-tools.sh first.
@@ -42,36 +42,62 @@ if [ "$(label_of "$ROOT_IMAGE")" != "$root_inputs" ]; then
     -c 'CMD ["/bin/bash"]' -c "LABEL io.pyfunc.inputs=$root_inputs" "$ROOTFS_TAR" "$ROOT_IMAGE" >/dev/null
 fi
 
-# --- wheelhouse: pyfunc-invoker (this repo), its dependencies and pip, for the image's Python --
-WHEELS="$CACHE/context/wheelhouse"
-runtime_hash="$(hash_of runtime pyproject.toml)"
-if [ "$(cat "$WHEELS/.inputs" 2>/dev/null)" != "$runtime_hash-$PIP_VERSION-$PYTHON_VERSION" ]; then
-  step "Building the wheelhouse (runtime/ changed or first run)"
-  # Dependency wheels already there are kept (pip download skips them); the runtime's is rebuilt.
-  mkdir -p "$WHEELS"; rm -f "$WHEELS"/pyfunc_invoker-*.whl
-  python3 -m pip wheel --quiet --no-deps --no-cache-dir -w "$WHEELS" "$REPO"
-  python3 -m pip download --quiet --no-cache-dir -d "$WHEELS" --find-links "$WHEELS" \
-    --only-binary=:all: --platform manylinux2014_x86_64 --implementation cp \
-    --python-version "$PYTHON_VERSION" "$(ls "$WHEELS"/pyfunc_invoker-*.whl)" "pip==$PIP_VERSION"
-  echo "$runtime_hash-$PIP_VERSION-$PYTHON_VERSION" >"$WHEELS/.inputs"
+# --- wheelhouses, from the hashed locks (pip verifies every wheel's sha256) ---------------------
+# context/base:  image/requirements.lock's wheels, the pyfunc-invoker wheel (this repo), pip's wheel
+# context/build: builder/requirements.lock's wheels (pip, cyclonedx-bom and their dependencies)
+# Wheels already there are kept (pip download skips them), so only a changed lock downloads.
+download() {  # download LOCK DIR: every wheel the lock names, for the images' Python
+  python3 -m pip download --quiet --disable-pip-version-check -d "$2" --require-hashes -r "$1" \
+    --only-binary=:all: --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --implementation cp --python-version "$PYTHON_VERSION"
+}
+prune() {  # prune LOCK DIR: drop wheels an older lock left (they would change the build context)
+  local whl name
+  for whl in "$2"/*.whl; do
+    name="$(basename "$whl" | cut -d- -f1-2 | tr 'A-Z_' 'a-z-')"   # e.g. typing-extensions-4.16.0
+    grep -q "^${name%-*}==${name##*-} " "$1" || rm -f "$whl"
+  done
+}
+BASE_CTX="$CACHE/context/base" BUILD_CTX="$CACHE/context/build"
+locks_hash="$(hash_of image/requirements.lock builder/requirements.lock)-$PYTHON_VERSION"
+if [ "$(cat "$CACHE/context/.locks" 2>/dev/null)" != "$locks_hash" ]; then
+  step "Downloading the locked wheels (image/requirements.lock, builder/requirements.lock)"
+  rm -rf "$CACHE/context/wheelhouse"  # the layout before the locks
+  mkdir -p "$BASE_CTX/wheelhouse" "$BUILD_CTX/wheelhouse"
+  download "$REPO/builder/requirements.lock" "$BUILD_CTX/wheelhouse"
+  download "$REPO/image/requirements.lock" "$BASE_CTX/wheelhouse"
+  prune "$REPO/builder/requirements.lock" "$BUILD_CTX/wheelhouse"
+  prune "$REPO/image/requirements.lock" "$BASE_CTX/wheelhouse"
+  rm -f "$BASE_CTX"/wheelhouse/pip-*.whl && cp "$BUILD_CTX"/wheelhouse/pip-*.whl "$BASE_CTX/wheelhouse/"
+  echo "$locks_hash" >"$CACHE/context/.locks"
 fi
+runtime_hash="$(hash_of runtime pyproject.toml)"
+if [ "$(cat "$BASE_CTX/.runtime" 2>/dev/null)" != "$runtime_hash" ] || ! ls "$BASE_CTX"/wheelhouse/pyfunc_invoker-*.whl >/dev/null 2>&1; then
+  step "Building the pyfunc-invoker wheel (runtime/ changed or first run)"
+  rm -f "$BASE_CTX"/wheelhouse/pyfunc_invoker-*.whl
+  python3 -m pip wheel --quiet --disable-pip-version-check --no-deps --no-cache-dir -w "$BASE_CTX/wheelhouse" "$REPO"
+  echo "$runtime_hash" >"$BASE_CTX/.runtime"
+fi
+cp "$REPO/image/requirements.lock" "$REPO/image/slim.py" "$BASE_CTX/"
+cp "$REPO/builder/requirements.lock" "$BUILD_CTX/"
 
 # --- base and build images ---------------------------------------------------------------------
+# pyfunc/base: the runtime venv on a stripped root (no shell). pyfunc/build: the full Debian root
+# (shell, apt) + the very same venv copied from pyfunc/base + the build tools.
 root_id="$(docker image inspect -f '{{.Id}}' "$ROOT_IMAGE" | cut -c8-19)"
-base_inputs="$root_id-$runtime_hash-$(hash_of image/Dockerfile)"
+base_inputs="$root_id-$runtime_hash-$(hash_of image/Dockerfile image/slim.py image/requirements.lock)"
 if [ "$(label_of pyfunc/base)" != "$base_inputs" ]; then
   step "Building pyfunc/base (image/Dockerfile)"
   docker build -q -f "$REPO/image/Dockerfile" --build-arg "BASE_IMAGE=$ROOT_IMAGE" \
-    --label "io.pyfunc.inputs=$base_inputs" -t pyfunc/base "$CACHE/context" >/dev/null
+    --label "io.pyfunc.inputs=$base_inputs" -t pyfunc/base "$BASE_CTX" >/dev/null
 fi
 note "pyfunc/base $(docker image inspect -f '{{.Size}}' pyfunc/base | awk '{printf "%.1f MB", $1/1e6}')"
 
 base_id="$(docker image inspect -f '{{.Id}}' pyfunc/base | cut -c8-19)"
-build_inputs="$base_id-$(hash_of builder/build.Dockerfile)"
+build_inputs="$root_id-$base_id-$(hash_of builder/build.Dockerfile builder/requirements.lock)"
 if [ "$(label_of pyfunc/build)" != "$build_inputs" ]; then
   step "Building pyfunc/build (builder/build.Dockerfile)"
-  docker build -q -f "$REPO/builder/build.Dockerfile" --build-arg BASE_IMAGE=pyfunc/base \
-    --label "io.pyfunc.inputs=$build_inputs" -t pyfunc/build "$CACHE/context" >/dev/null
+  docker build -q -f "$REPO/builder/build.Dockerfile" --build-arg "ROOT_IMAGE=$ROOT_IMAGE" \
+    --build-arg RUN_IMAGE=pyfunc/base --label "io.pyfunc.inputs=$build_inputs" -t pyfunc/build "$BUILD_CTX" >/dev/null
 fi
 
 # --- builder ------------------------------------------------------------------------------------

@@ -16,3 +16,14 @@ mkdir -p "$TOOLS/bin"
 step() { printf '==> %s\n' "$*"; }
 note() { printf '    %s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# py_tool NAME VERSION: a PyPI tool in its own venv under $TOOLS/py (installed once), path of its bin/.
+py_tool() {
+  local dir="$TOOLS/py/$1-$2"
+  if [ ! -x "$dir/bin/$1" ]; then
+    step "Installing $1==$2 (PyPI) into $dir" >&2
+    rm -rf "$dir"; python3 -m venv "$dir"
+    "$dir/bin/python" -m pip install -q --disable-pip-version-check "$1==$2" >&2
+  fi
+  echo "$dir/bin"
+}
