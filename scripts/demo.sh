@@ -14,12 +14,12 @@ step "pack build $IMAGE (examples/cloudevent-echo, builder pyfunc/builder, offli
 pack build "$IMAGE" --builder pyfunc/builder --pull-policy never --trust-builder \
   --path "$REPO/examples/cloudevent-echo" 2>&1 | grep -v -e '^Warning' -e SBOM | sed 's/^/    /'
 
-step "docker run $IMAGE (PORT=8080, K_SERVICE set, read-only root, non-root user)"
+step "docker run $IMAGE (PORT=8080, K_SERVICE set, read-only root, non-root: the image's uid 1001)"
 docker rm -f "$NAME" >/dev/null 2>&1 || true
 trap 'docker rm -f "$NAME" >/dev/null 2>&1 || true' EXIT
 started=$(date +%s%N)
 docker run -d --name "$NAME" -e PORT=8080 -e K_SERVICE=cloudevent-echo --read-only --tmpfs /tmp \
-  -u 1000:1000 -p 127.0.0.1::8080 "$IMAGE" >/dev/null
+  -p 127.0.0.1::8080 "$IMAGE" >/dev/null
 port="$(docker port "$NAME" 8080/tcp | head -1 | sed 's/.*://')"
 url="http://127.0.0.1:$port"
 for _ in $(seq 200); do
