@@ -11,10 +11,9 @@ Started as: waitress.serve(app, threads=$BENCH_THREADS), as Flask's deployment d
 
 import os
 
+import waitress
 from cloudevents.http import CloudEvent, from_http, to_binary, to_structured
 from flask import Flask, request
-
-import waitress
 
 MODE = os.environ.get("BENCH_MODE", "ce")
 app = Flask(__name__)
