@@ -201,10 +201,15 @@ class FunctionApp:
                 else:
                     response = problem(405, "method-not-allowed", f"{method} is not allowed on /")
                     response.headers.append(("Allow", ALLOW))
-            elif path in LIVENESS_PATHS:
-                response = self.health("alive")
-            elif path in READINESS_PATHS:
-                response = self.health("ready")
+            elif path in LIVENESS_PATHS or path in READINESS_PATHS:
+                response = self.health("alive" if path in LIVENESS_PATHS else "ready")
+                if response.status == 200:
+                    # Knative probes every second (every 25 ms while starting): a passing probe
+                    # is logged at DEBUG so the access log shows traffic, not the platform.
+                    result = self._send(response, environ, start_response)
+                    if self.access_log:
+                        logs.access(method, path, 200, time.perf_counter() - started, fields, logging.DEBUG)
+                    return result
             else:
                 response = problem(404, "not-found", f"no route for {path}; the function is served at /")
             result = self._send(response, environ, start_response)

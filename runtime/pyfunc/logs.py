@@ -78,9 +78,11 @@ def configure(log_format: str = "text", level: str = "INFO") -> None:
     logging.getLogger("waitress").setLevel(max(logging.WARNING, root.level))
 
 
-def access(method: str, path: str, status: int, seconds: float, fields: Optional[dict[str, Any]]) -> None:
+def access(
+    method: str, path: str, status: int, seconds: float, fields: Optional[dict[str, Any]], level: int = logging.INFO
+) -> None:
     """One line per request: method, path, status, latency, CloudEvent id and type."""
-    if not access_logger.isEnabledFor(logging.INFO):
+    if not access_logger.isEnabledFor(level):
         return
     millis = seconds * 1000
     extra = {"access": {"method": method, "path": path, "status": status, "duration_ms": round(millis, 3)}}
@@ -92,7 +94,7 @@ def access(method: str, path: str, status: int, seconds: float, fields: Optional
     # makeRecord + handle rather than .info(): the caller's file and line are known, and
     # logging's stack walk to find them is a fifth of the cost of an access line.
     access_logger.handle(access_logger.makeRecord(
-        access_logger.name, logging.INFO, "pyfunc/app.py", 0, message, args, None, "access", extra))
+        access_logger.name, level, "pyfunc/app.py", 0, message, args, None, "access", extra))
 
 
 def trace_id(traceparent: Optional[str]) -> Optional[str]:

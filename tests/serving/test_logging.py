@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import time
 from datetime import datetime
 
 import requests
@@ -73,12 +74,10 @@ def test_text_logs_show_handler_logging_once_and_one_access_line_per_request(ser
         ("WARNING", "myfunction", "named logger says fail"),
     ]
     access = [ACCESS_MESSAGE.match(r["message"]).groupdict() for r in records if r["logger"] == "pyfunc.access"]
-    # the readiness probe of the test fixture's start-up check comes first
+    # passing health probes (the fixture's start-up check, the readiness GET) are DEBUG: not shown at INFO
     assert [(a["method"], a["path"], a["status"], a["ce_id"], a["ce_type"]) for a in access] == [
-        ("GET", "/health/liveness", "200", None, None),
         ("POST", "/", "200", "e-1", "com.example.in"),
         ("POST", "/", "500", "e-2", "com.example.test"),
-        ("GET", "/health/readiness", "200", None, None),
     ]
     error = next(r for r in records if r["level"] == "ERROR")
     assert error["logger"] == "pyfunc" and "raised ValueError" in error["message"]
@@ -169,3 +168,24 @@ def test_access_log_can_be_turned_off_and_level_raised(serve):
     assert server.stop(signal.SIGTERM) == 0
     records = _json_records(server.logs())
     assert [(r["logger"], r["message"]) for r in records] == [("myfunction", "named logger says quiet")]
+
+
+def test_passing_health_probes_are_debug_failing_ones_info(serve):
+    """Knative probes constantly: passing probes stay out of the INFO access log, failing ones do not."""
+    source = "def handler(data):\n    return None\n\ndef ready():\n    return False, 'warming up'\n"
+    server = serve(source, env={"PYFUNC_LOG_FORMAT": "json"}, wait=False)
+    debug = serve(source, env={"PYFUNC_LOG_FORMAT": "json", "PYFUNC_LOG_LEVEL": "debug"}, wait=False)
+    for running in (server, debug):
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                requests.get(running.url + "/health/liveness", timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        assert requests.get(running.url + "/health/readiness", timeout=5).status_code == 503
+        assert running.stop(signal.SIGTERM) == 0
+    paths = [(r["path"], r["status"]) for r in _json_records(server.logs()) if r["logger"] == "pyfunc.access"]
+    assert paths == [("/health/readiness", 503)]
+    debug_records = [r for r in _json_records(debug.logs()) if r["logger"] == "pyfunc.access"]
+    assert ("/health/liveness", 200, "DEBUG") in [(r["path"], r["status"], r["level"]) for r in debug_records]
