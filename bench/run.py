@@ -89,6 +89,7 @@ SERVERS = {
         "batch": False,
     },
 }
+PYFUNC_EXTRA_ENV: dict = {}  # --pyfunc-env, for A/B runs of pyfunc settings
 ORDER = ["raw", "pyfunc", "funcpy", "ff", "flask", "pyfunc010"]
 
 
@@ -108,6 +109,7 @@ def server_command(name: str, mode: str, port: int) -> tuple[list[str], dict, Pa
         return [py, str(SERVERS_DIR / "flask_sdk" / "app.py")], env, SERVERS_DIR / "flask_sdk"
     if name == "pyfunc":
         env.update(PYFUNC_THREADS=str(THREADS))
+        env.update(PYFUNC_EXTRA_ENV)
         d = SERVERS_DIR / "pyfunc" / mode
         return [py, "-m", "pyfunc", str(d)], env, d
     if name == "pyfunc010":
@@ -716,9 +718,12 @@ def ratio(a, b):
     return a / b
 
 
-def fmt_cell(a: dict | None, ref: dict | None, with_range: bool = True) -> str:
+def fmt_cell(a: dict | None, ref: dict | None, with_range: bool = True,
+             pct: bool = False) -> str:
     if a is None:
         return "–"
+    if pct:
+        return f"{a['median']:.0%} (max {a['max']:.0%})"
     s = fmt_num(a["median"])
     if with_range and a["n"] > 1:
         s += f" ({fmt_num(a['min'])}–{fmt_num(a['max'])})"
@@ -761,7 +766,8 @@ def render_md(res: dict) -> str:
                 elif c.get("error"):
                     row.append("FAIL")
                 else:
-                    txt = fmt_cell(c["agg"].get(metric), ref)
+                    pct = metric == "foreign_load"
+                    txt = fmt_cell(c["agg"].get(metric), None if pct else ref, pct=pct)
                     errs = c["agg"].get("errors")
                     if metric == "rps" and errs and errs["median"]:
                         txt += f" ⚠{errs['median']:.0f} err"
@@ -919,13 +925,22 @@ def main() -> int:
                     help="a function image serving GET / -> 200 (default: build one from "
                          "bench/servers/pyfunc/hello with image/function.Dockerfile)")
     ap.add_argument("--no-docker", action="store_true")
+    ap.add_argument("--pyfunc-env", action="append", default=[], metavar="NAME=VALUE",
+                    help="extra environment for the pyfunc server (A/B runs of its settings)")
     ap.add_argument("--max-foreign", type=float, default=0.10,
                     help="share of the server core other processes may use (default 0.10)")
     ap.add_argument("--max-wait", type=float, default=20,
                     help="seconds to wait for a quiet server core before each cell (0: never)")
     ap.add_argument("--retries", type=int, default=2,
                     help="re-measure a cell disturbed by other processes up to N times")
+    ap.add_argument("--render-only", action="store_true",
+                    help="rewrite NAME.md from an existing NAME.json (no measuring)")
     args = ap.parse_args()
+    if args.render_only:
+        out = Path(args.out)
+        res = json.loads((out / f"{args.name}.json").read_text())
+        (out / f"{args.name}.md").write_text(render_md(res))
+        return 0
 
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.duration = args.duration or (2 if args.quick else 4)
@@ -939,6 +954,7 @@ def main() -> int:
         want = set(args.scenarios.split(","))
         scns = [s for s in scns if s["id"] in want]
 
+    PYFUNC_EXTRA_ENV.update(kv.split("=", 1) for kv in args.pyfunc_env)
     signal.signal(signal.SIGTERM, _stop_all)
     signal.signal(signal.SIGINT, _stop_all)
     # the runner itself stays on the load generator's core
@@ -1055,6 +1071,7 @@ def main() -> int:
             "rounds": args.rounds, "duration": args.duration, "warmup": args.warmup,
             "cold_reps": args.cold_reps, "threads": THREADS,
             "load_core": args.load_core, "server_core": args.server_core,
+            "pyfunc_env": PYFUNC_EXTRA_ENV,
             "elapsed_s": round(time.time() - started),
         },
         "servers": servers,
