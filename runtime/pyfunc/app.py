@@ -197,7 +197,7 @@ class FunctionApp:
                 if method in ("POST", "GET", "HEAD"):
                     response = self.invoke(environ, fields)
                 elif method == "OPTIONS":
-                    response = Response(200, [("Allow", ALLOW), ("Content-Length", "0")], b"")
+                    response = Response(200, [("Allow", ALLOW)], b"")
                 else:
                     response = problem(405, "method-not-allowed", f"{method} is not allowed on /")
                     response.headers.append(("Allow", ALLOW))
@@ -223,9 +223,8 @@ class FunctionApp:
         if not isinstance(response, Response):  # a werkzeug/flask Response: it is a WSGI app
             return response(environ, start_response)
         body = response.body
-        if isinstance(body, bytes):
-            start_response(response.status_line, response.headers + [("Content-Length", str(len(body)))]
-                           if not _has_length(response.headers) else response.headers)
+        if isinstance(body, bytes):  # never carries a Content-Length of its own (responses._merge_headers)
+            start_response(response.status_line, [*response.headers, ("Content-Length", str(len(body)))])
             return (body,)
         start_response(response.status_line, response.headers)
         return body
@@ -403,10 +402,6 @@ def _read_body(environ: dict[str, Any]) -> bytes:
             return b""
     # waitress de-chunks a chunked body and sets CONTENT_LENGTH; anything else has no body.
     return b""
-
-
-def _has_length(headers: list[tuple[str, str]]) -> bool:
-    return any(name.lower() == "content-length" for name, _ in headers)
 
 
 def _status_of(response: Any) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import functools
 import json
 import re
 import uuid
@@ -68,6 +69,7 @@ class Event:
 # --------------------------------------------------------------------------- content types
 
 
+@functools.lru_cache(maxsize=256)  # the same few content types arrive on every request
 def media_type(content_type: Optional[str]) -> str:
     """The media type without parameters, lower-cased (``"Text/Plain; charset=x"`` → ``"text/plain"``)."""
     if not content_type:
@@ -209,13 +211,11 @@ def decode_data(body: bytes, content_type: Optional[str], *, guess: bool = False
 
 def decode_binary(environ: dict[str, Any], body: bytes) -> Event:
     """binding §3.1: attributes from ``ce-`` headers, data is the body, Content-Type is datacontenttype."""
-    attributes: dict[str, Any] = {}
-    for key, value in environ.items():
-        # WSGI spells header "ce-foo" as HTTP_CE_FOO; "-" and "_" both become "_", so an
-        # underscore here was a dash on the wire and attribute names never contain either.
-        if key.startswith("HTTP_CE_"):
-            name = key[8:].lower()
-            attributes[name] = decode_header_value(value)
+    # WSGI spells header "ce-foo" as HTTP_CE_FOO; "-" and "_" both become "_", so an
+    # underscore here was a dash on the wire and attribute names never contain either.
+    attributes: dict[str, Any] = {
+        key[8:].lower(): decode_header_value(value) for key, value in environ.items() if key[:8] == "HTTP_CE_"
+    }
     if "specversion" not in attributes:
         raise BadEvent(
             "not-a-cloudevent",

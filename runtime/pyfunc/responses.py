@@ -153,6 +153,9 @@ def _header_items(headers: Any) -> Headers:
 
 def _merge_headers(headers: Headers, extra: Headers) -> None:
     replaced = {name.lower() for name, _ in extra}
+    # Content-Length is the server's to compute from the body it sends: a handler's own could
+    # only ever be wrong or a duplicate.
+    extra = [h for h in extra if h[0].lower() != "content-length"]
     headers[:] = [h for h in headers if h[0].lower() not in replaced] + extra
 
 
