@@ -77,8 +77,12 @@ def configure(log_format: str = "text", level: str = "INFO") -> None:
     root.setLevel(level)
     global _access_writer
     _access_writer = _AccessWriter(handler, json_lines=log_format == "json")
-    # waitress logs through "waitress"; its queue warnings are useful, its INFO chatter is not.
+    # waitress logs through "waitress": its warnings stay, its INFO chatter goes. "Task queue
+    # depth is N" (waitress.queue) is logged for every request that waits for a thread, i.e. on
+    # every request once the server is saturated: a flood that costs CPU exactly when there is
+    # none to spare, and says nothing latency does not.
     logging.getLogger("waitress").setLevel(max(logging.WARNING, root.level))
+    logging.getLogger("waitress.queue").setLevel(max(logging.ERROR, root.level))
 
 
 def access(
