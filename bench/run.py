@@ -922,7 +922,7 @@ def render_md(res: dict) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
-                    help="CI smoke: 1 round, 2 s cells, 5 scenarios, 3 cold starts")
+                    help="CI smoke: 1 round, 2 s cells, 5 scenarios, 2 cold starts")
     ap.add_argument("--rounds", type=int)
     ap.add_argument("--duration", type=float, help="measured seconds per cell")
     ap.add_argument("--warmup", type=float, help="warm-up seconds per cell")
@@ -932,7 +932,8 @@ def main() -> int:
     ap.add_argument("--load-core", default="0")
     ap.add_argument("--server-core", default="1")
     ap.add_argument("--out", default=str(BENCH / "results"), help="directory for latest.*")
-    ap.add_argument("--name", default="latest", help="basename of the result files")
+    ap.add_argument("--name", help="basename of the result files (default: latest; quick "
+                                   "with --quick, so a smoke run leaves the full results alone)")
     ap.add_argument("--docker-base", default="pyfunc/base")
     ap.add_argument("--docker-builder", default="pyfunc/builder")
     ap.add_argument("--docker-fn", default="",
@@ -950,6 +951,7 @@ def main() -> int:
     ap.add_argument("--render-only", action="store_true",
                     help="rewrite NAME.md from an existing NAME.json (no measuring)")
     args = ap.parse_args()
+    args.name = args.name or ("quick" if args.quick else "latest")
     if args.render_only:
         out = Path(args.out)
         res = json.loads((out / f"{args.name}.json").read_text())
@@ -959,7 +961,7 @@ def main() -> int:
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.duration = args.duration or (2 if args.quick else 4)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 1)
-    args.cold_reps = args.cold_reps or (3 if args.quick else 10)
+    args.cold_reps = args.cold_reps or (2 if args.quick else 10)
     servers = args.servers.split(",") if args.servers else ORDER[:]
     if "raw" not in servers:
         servers.insert(0, "raw")  # every ratio needs the limit
