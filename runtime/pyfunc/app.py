@@ -23,7 +23,7 @@ from .codec import BATCH, STRUCTURED, Event
 from .config import Config
 from .discovery import LoadedFunction
 from .errors import InvalidReply, RequestError
-from .responses import Response, http_response, problem, reply_event
+from .responses import Response, http_response, is_werkzeug_response, problem, reply_event
 
 logger = logging.getLogger("pyfunc")
 
@@ -297,7 +297,7 @@ class FunctionApp:
             if fields["trace_id"] is None:  # the transport's traceparent (the caller) wins, as for the span
                 fields["trace_id"] = logs.trace_id(attrs.get("traceparent"))
             result = self._call(Invocation(environ, body, event, request))
-            if _is_wsgi_response(result):
+            if is_werkzeug_response(result):
                 return result
             reply = reply_event(result)
             if reply is None:
@@ -406,10 +406,6 @@ def _read_body(environ: dict[str, Any]) -> bytes:
 
 def _status_of(response: Any) -> int:
     return response.status if isinstance(response, Response) else getattr(response, "status_code", 0)
-
-
-def _is_wsgi_response(value: Any) -> bool:
-    return type(value).__module__.startswith(("flask", "werkzeug")) and hasattr(value, "get_wsgi_response")
 
 
 def _http_exception_response(exc: BaseException) -> Any:

@@ -25,7 +25,6 @@ request_fields: contextvars.ContextVar[Optional[dict[str, Any]]] = contextvars.C
 access_logger = logging.getLogger("pyfunc.access")
 logger = logging.getLogger("pyfunc")
 
-_FIELDS = ("request_id", "ce_id", "ce_type", "ce_source", "trace_id")
 
 # Request ids: a random per-process prefix and a counter. Unique across replicas and restarts
 # like a uuid4, at a tenth of its cost on every request (itertools.count is atomic under the GIL).

@@ -54,20 +54,17 @@ def problem(status: int, reason: str, detail: str, **extra: Any) -> Response:
     return Response(status, [("Content-Type", PROBLEM_JSON)], json.dumps(body).encode())
 
 
-def json_body(value: Any) -> bytes:
-    return codec.dump_json(value)
-
-
 # --------------------------------------------------------------------------- HTTP handlers
 
 
-def _is_werkzeug_response(value: Any) -> bool:
+def is_werkzeug_response(value: Any) -> bool:
+    """A flask/werkzeug Response (a WSGI app of its own), told apart without importing werkzeug."""
     return type(value).__module__.startswith(("flask", "werkzeug")) and hasattr(value, "get_wsgi_response")
 
 
 def http_response(result: Any) -> Any:
     """Flask's ``make_response`` rules without Flask; a werkzeug Response is returned as is."""
-    if _is_werkzeug_response(result):
+    if is_werkzeug_response(result):
         return result
     status, extra_headers = 200, None
     if isinstance(result, tuple):
@@ -82,7 +79,7 @@ def http_response(result: Any) -> Any:
             raise InvalidReply(
                 "a tuple return must be (body, status), (body, headers) or (body, status, headers)"
             )
-        if _is_werkzeug_response(result):
+        if is_werkzeug_response(result):
             result.status_code = _status_code(status)
             for name, value in _header_items(extra_headers):
                 result.headers[name] = value
@@ -102,7 +99,7 @@ def _body_response(result: Any) -> Response:
     if isinstance(result, (bytes, bytearray, memoryview)):
         return Response(200, [("Content-Type", HTML)], bytes(result))
     if isinstance(result, (dict, list)) or _is_model(result):
-        return Response(200, [("Content-Type", JSON)], json_body(result))
+        return Response(200, [("Content-Type", JSON)], codec.dump_json(result))
     if hasattr(result, "__iter__") and hasattr(result, "__next__"):
         return Response(200, [("Content-Type", HTML)], _encoded_chunks(result))
     raise InvalidReply(
