@@ -62,7 +62,7 @@ class AsyncRunner:
         task_box: list[Any] = []
 
         def start() -> None:
-            coro = awaitable if asyncio.iscoroutine(awaitable) else _await(awaitable)
+            coro = awaitable if asyncio.iscoroutine(awaitable) else awaited(awaitable)
             task = (
                 self.loop.create_task(coro, context=context)
                 if sys.version_info >= (3, 11)
@@ -79,7 +79,8 @@ class AsyncRunner:
             raise InvocationTimeout() from None
 
 
-async def _await(awaitable: Any) -> Any:
+async def awaited(awaitable: Any) -> Any:
+    """A coroutine for any awaitable (``asyncio.run`` and ``create_task`` take only coroutines)."""
     return await awaitable
 
 

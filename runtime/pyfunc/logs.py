@@ -37,6 +37,12 @@ def next_request_id() -> str:
     return f"{_REQUEST_ID_PREFIX}-{next(_request_counter):x}"
 
 
+def utc_timestamp(seconds: float) -> str:
+    """RFC 3339 in UTC with milliseconds: the ``timestamp`` of every JSON log line."""
+    return (datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+            .isoformat(timespec="milliseconds").replace("+00:00", "Z"))
+
+
 class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -47,9 +53,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "timestamp": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z"),
+            "timestamp": utc_timestamp(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -145,8 +149,7 @@ class _AccessWriter:
         level_name = logging.getLevelName(level)
         if self.json_lines:
             entry: dict[str, Any] = {
-                "timestamp": datetime.datetime.fromtimestamp(now, datetime.timezone.utc)
-                .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                "timestamp": utc_timestamp(now),
                 "level": level_name, "logger": access_logger.name, "message": message,
             }
             if fields:

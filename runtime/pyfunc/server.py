@@ -20,7 +20,7 @@ import time
 from typing import Any, Optional
 
 from . import logs
-from .app import FunctionApp
+from .app import FunctionApp, awaited
 from .binding import compile_binder
 from .config import Config
 from .discovery import LoadedFunction, load_function
@@ -46,17 +46,17 @@ def run_start_hook(loaded: LoadedFunction) -> None:
     except (TypeError, ValueError):
         takes_cfg = True
     try:
-        result = hook(dict(os.environ)) if takes_cfg else hook()
-        if inspect.isawaitable(result):
-            import asyncio
-
-            asyncio.run(_awaited(result))
+        _settle(hook(dict(os.environ)) if takes_cfg else hook())
     except Exception as exc:
         raise HandlerLoadError(f"start() hook failed: {type(exc).__name__}: {exc}", loaded.file) from exc
 
 
-async def _awaited(awaitable: Any) -> Any:
-    return await awaitable
+def _settle(result: Any) -> None:
+    """Run an ``async def`` hook's result to completion (hooks run outside the request loop)."""
+    if inspect.isawaitable(result):
+        import asyncio
+
+        asyncio.run(awaited(result))
 
 
 def run_stop_hook(loaded: LoadedFunction) -> None:
@@ -64,11 +64,7 @@ def run_stop_hook(loaded: LoadedFunction) -> None:
     if hook is None:
         return
     try:
-        result = hook()
-        if inspect.isawaitable(result):
-            import asyncio
-
-            asyncio.run(_awaited(result))
+        _settle(hook())
     except Exception:
         logger.exception("stop() hook raised")
 
