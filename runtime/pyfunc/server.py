@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import select
 import signal
 import socket
 import sys
@@ -99,7 +100,14 @@ class Server:
             ident="pyfunc",
             expose_tracebacks=False,
             asyncore_loop_timeout=1,
+            # The function sees the headers it was sent, X-Forwarded-* and Forwarded included
+            # (as under pyfunc-invoker 0.1.0); waitress would drop them, since no proxy is trusted.
+            clear_untrusted_proxy_headers=False,
         )
+        if hasattr(select, "epoll"):
+            from .eventloop import EpollLoop
+
+            EpollLoop(self.waitress)
         if config.receive_timeout:
             enforce_receive_deadline(self.waitress, config.receive_timeout)
 
@@ -152,6 +160,9 @@ class Server:
             try:
                 box[0] = thunk()
             finally:
+                loop = getattr(self.waitress, "event_loop", None)
+                if loop is not None:
+                    loop.recompute_everything()
                 done.set()
 
         self.waitress.trigger.pull_trigger(run)
@@ -246,9 +257,7 @@ def enforce_receive_deadline(server: Any, seconds: float) -> None:
     arrived, and waitress's periodic maintenance also closes those still receiving after the
     deadline. Connections with a request being served are left alone.
     """
-    from waitress.channel import HTTPChannel
-
-    class DeadlineChannel(HTTPChannel):
+    class DeadlineChannel(server.channel_class):  # type: ignore[name-defined,misc]
         receive_started = 0.0
 
         def received(self, data: bytes) -> bool:

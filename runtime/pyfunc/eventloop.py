@@ -1,0 +1,208 @@
+"""waitress's I/O loop on epoll, with each connection's interest kept between turns.
+
+waitress's own loop (``wasyncore.poll``) asks *every* connection whether it wants to read or
+write, on every turn, then hands the whole list to ``select()``. With 64 keep-alive connections
+that is 128 Python calls per turn, and under load a turn serves about one request: at 64
+connections the loop cost more than the function. Here a connection's interest is registered
+with epoll once and recomputed only when it may have changed:
+
+- after the loop dispatched an event to it (reads, writes and closes happen on the loop thread);
+- when a worker thread changed it: waitress's rule is that a worker wakes the loop (its
+  trigger) after every change to a connection; here the wake-up first notes the connection
+  being served in :attr:`EpollLoop.changed`, so the loop that wakes always finds the note;
+- after waitress's periodic maintenance or a thunk run on the loop (they may touch every
+  connection), when everything is recomputed.
+
+The dispatchers that are not a :class:`Channel` (the listening socket, whose ``readable()``
+runs waitress's maintenance and applies the connection limit, and the trigger) are asked when
+the number of connections changed and every ``PERIODIC`` seconds. A worker that sends its own
+response (waitress's workers do, ``send_bytes`` being 1) and finds the socket full is helped at
+once: the loop sends the rest on the turn it is told, without waiting for a write event.
+
+Event handling itself is waitress's (``wasyncore.readwrite``), so a connection behaves as
+under the stock loop; only the bookkeeping is cheaper. Measured (bench/, CloudEvent echo, 4
+threads): loop turns per request 2.4 → 0.7 at 8 connections and 0.67 → 0.14 at 64, each turn
+costing O(connections that changed) instead of O(all connections).
+"""
+
+from __future__ import annotations
+
+import collections
+import select
+import threading
+import time
+from typing import Any, Optional
+
+from waitress import wasyncore
+from waitress.channel import HTTPChannel
+
+READ = select.EPOLLIN | select.EPOLLPRI
+WRITE = select.EPOLLOUT
+PERIODIC = 0.5  # seconds between asking the listener (maintenance is due every cleanup_interval >= 1 s)
+
+
+# The connection a worker thread is serving: what its wake-ups of the loop are about.
+_serving = threading.local()
+
+
+class Channel(HTTPChannel):
+    """waitress's HTTP channel, telling the loop which connection a worker's wake-up concerns."""
+
+    def __init__(self, server: Any, sock: Any, addr: Any, adj: Any, map: Any = None) -> None:
+        super().__init__(server, sock, addr, adj, map)
+        server.event_loop.changed.append(self)  # a new connection: watch it from the next turn
+
+    def service(self) -> None:
+        _serving.channel = self
+        try:
+            super().service()
+        finally:
+            _serving.channel = None
+
+    def del_channel(self, map: Any = None) -> None:
+        self.server.event_loop.forget(self._fileno)
+        super().del_channel(map)
+
+
+class EpollLoop:
+    """The loop of one waitress server, installed as its ``asyncore`` (``run()`` calls its ``loop``)."""
+
+    def __init__(self, server: Any) -> None:
+        self.map: dict[int, Any] = server._map
+        self.epoll = select.epoll()
+        self.changed: collections.deque[Any] = collections.deque()  # appends are thread-safe
+        self._registered: dict[int, tuple[Any, int]] = {}  # fd -> (dispatcher, mask)
+        self._touched: list[Any] = []  # dispatchers the last turn sent events to
+        self._others: list[Any] = []  # the dispatchers that are not connections: listener, trigger
+        self._size = 0  # len(map) when the others were last asked
+        self._next_periodic = 0.0
+        self._everything = True
+        server.event_loop = self
+        server.channel_class = _with_base(server.channel_class, Channel)
+        waitress_maintenance = server.maintenance
+
+        def maintenance(now: float) -> None:
+            waitress_maintenance(now)
+            self.recompute_everything()
+
+        server.maintenance = maintenance
+        server.asyncore = self
+        trigger, changed = server.trigger, self.changed
+
+        def pull_trigger() -> None:
+            # Every change a worker makes to a connection is followed by a wake-up (waitress's
+            # own rule): note the connection first, so the loop that wakes finds the note.
+            channel = getattr(_serving, "channel", None)
+            if channel is not None:
+                changed.append(channel)
+            trigger.pull_trigger()
+
+        server.pull_trigger = pull_trigger
+
+    def recompute_everything(self) -> None:
+        """Ask every dispatcher on the next turn (code on the loop thread may have touched them all)."""
+        self._everything = True
+
+    def forget(self, fd: Optional[int]) -> None:
+        """A dispatcher leaves the map: drop its registration while its fd is still open."""
+        if fd is None or self._registered.pop(fd, None) is None:
+            return
+        try:
+            self.epoll.unregister(fd)
+        except (OSError, ValueError):
+            pass
+
+    def loop(self, timeout: float = 30.0, map: Any = None, use_poll: bool = False, count: Any = None) -> None:
+        try:
+            while self.map:
+                self.turn(timeout)
+        finally:
+            self.epoll.close()
+
+    def turn(self, timeout: float) -> None:
+        """One turn: refresh the interests that may have changed, wait, dispatch."""
+        map_ = self.map
+        if self._everything:
+            self._everything = False
+            self._refresh_all()
+        else:
+            now = time.monotonic()
+            if now >= self._next_periodic or len(map_) != self._size:
+                # The listener's readable() runs waitress's maintenance and enforces the
+                # connection limit (which depends on the number of connections).
+                self._next_periodic = now + PERIODIC
+                self._size = len(map_)
+                for obj in self._others:
+                    self._refresh(obj)
+                if self._everything:  # maintenance ran just now
+                    self._everything = False
+                    self._refresh_all()
+            for obj in self._touched:
+                self._refresh(obj)
+            changed = self.changed
+            while changed:
+                obj = changed.popleft()
+                if self._refresh(obj) & WRITE:
+                    # A worker left a response to send: send it now rather than on the next
+                    # turn (the socket is nearly always writable), then watch what is left.
+                    wasyncore.readwrite(obj, WRITE)
+                    self._refresh(obj)
+        touched = []
+        for fd, flags in self.epoll.poll(timeout):
+            obj = map_.get(fd)
+            if obj is None:
+                self.forget(fd)
+                continue
+            wasyncore.readwrite(obj, flags)
+            touched.append(obj)
+        self._touched = touched
+
+    def _refresh_all(self) -> None:
+        everything = list(self.map.values())
+        self._others = [obj for obj in everything if not isinstance(obj, Channel)]
+        self._size = len(everything)
+        self._next_periodic = time.monotonic() + PERIODIC
+        for obj in everything:
+            self._refresh(obj)
+
+    def _refresh(self, obj: Any) -> int:
+        """Register what ``obj`` waits for now; returns that mask (0 when closed or idle)."""
+        fd = obj._fileno
+        if fd is None or self.map.get(fd) is not obj:
+            return 0  # closed meanwhile
+        mask = 0
+        if obj.readable():
+            mask = READ
+        if obj.writable() and not obj.accepting:
+            mask |= WRITE
+        known = self._registered.get(fd)
+        if known is not None:
+            if known[0] is obj:
+                if known[1] == mask:
+                    return mask
+                if mask:
+                    try:
+                        self.epoll.modify(fd, mask)
+                        self._registered[fd] = (obj, mask)
+                        return mask
+                    except OSError:
+                        pass  # the fd was closed behind the loop's back; register it afresh
+            # No interest: not watched at all, as under waitress's loop (epoll would still
+            # report a hang-up). Or the fd now belongs to another dispatcher.
+            self.forget(fd)
+        if mask:
+            try:
+                self.epoll.register(fd, mask)
+            except FileExistsError:
+                self.epoll.modify(fd, mask)
+            self._registered[fd] = (obj, mask)
+        return mask
+
+
+def _with_base(channel_class: type, base: type) -> type:
+    """``channel_class`` with :class:`Channel`'s notes mixed in (it may be a subclass already)."""
+    if issubclass(channel_class, base):
+        return channel_class
+    if channel_class is HTTPChannel:
+        return base
+    return type(channel_class.__name__, (channel_class, base), {})
