@@ -14,8 +14,9 @@ import base64
 import datetime
 import functools
 import json
+import random
 import re
-import uuid
+import time
 from typing import Any, Iterable, Optional
 from urllib.parse import unquote_to_bytes
 
@@ -302,7 +303,31 @@ def decode_request(environ: dict[str, Any], body: bytes) -> tuple[str, list[Even
 
 
 def now_rfc3339() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+    """The current UTC time in RFC 3339 with microseconds (spec §"time")."""
+    now = time.time()
+    second = int(now)
+    if second != _clock[0]:  # the date part changes once a second; formatting it is most of the cost
+        _clock[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))]
+    return f"{_clock[1]}.{int((now - second) * 1_000_000):06d}Z"
+
+
+_clock: list[Any] = [-1, ""]  # (second, its formatted date and time); a list swap is atomic under the GIL
+
+
+def new_event_id() -> str:
+    """A random (version 4) UUID string for a reply's ``id`` (spec §"id": unique per source).
+
+    From Python's Mersenne Twister (seeded from the OS, reseeded after fork) rather than
+    ``uuid.uuid4()``: ids need to be unique, not unpredictable, and ``os.urandom`` is a system
+    call, which on every request releases the GIL to the other threads.
+    """
+    hexa = "%032x" % (random.getrandbits(128) & _UUID4_CLEAR | _UUID4_SET)
+    return f"{hexa[:8]}-{hexa[8:12]}-{hexa[12:16]}-{hexa[16:20]}-{hexa[20:]}"
+
+
+# RFC 4122 §4.4: version 4 in bits 76-79, variant 10 in bits 62-63.
+_UUID4_CLEAR = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)
+_UUID4_SET = (0x4 << 76) | (0x2 << 62)
 
 
 def complete_reply(
@@ -334,7 +359,7 @@ def complete_reply(
         and reply["id"] == incoming.attributes.get("id")
         and reply["source"] == incoming.attributes.get("source")
     ):
-        reply["id"] = str(uuid.uuid4())
+        reply["id"] = new_event_id()
     reply.setdefault("time", now_rfc3339())
     return reply
 

@@ -126,3 +126,30 @@ def test_encode_binary_json_default_content_type():
 def test_encode_rejects_unencodable_data():
     with pytest.raises(InvalidReply):
         codec.encode_structured({"type": "t"}, {1, 2})
+
+
+def test_reply_ids_are_distinct_version_4_uuids() -> None:
+    import uuid
+
+    ids = [codec.new_event_id() for _ in range(20000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids[:500]:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+def test_reply_time_is_rfc3339_utc_and_current() -> None:
+    import datetime
+    import re
+    import time
+
+    before = datetime.datetime.now(datetime.timezone.utc)
+    stamps = [codec.now_rfc3339() for _ in range(3)]
+    time.sleep(1.1)  # across a second boundary: the cached date part must move on
+    stamps.append(codec.now_rfc3339())
+    after = datetime.datetime.now(datetime.timezone.utc)
+    for stamp in stamps:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", stamp), stamp
+        parsed = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        assert before - datetime.timedelta(milliseconds=1) <= parsed <= after
+    assert stamps[-1] > stamps[0]
