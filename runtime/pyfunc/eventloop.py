@@ -31,7 +31,7 @@ import collections
 import select
 import threading
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
@@ -77,6 +77,7 @@ class EpollLoop:
         self._size = 0  # len(map) when the others were last asked
         self._next_periodic = 0.0
         self._everything = True
+        self.before_wait: list[Callable[[], None]] = []  # run on every turn before waiting for events
         server.event_loop = self
         server.channel_class = _with_base(server.channel_class, Channel)
         waitress_maintenance = server.maintenance
@@ -147,6 +148,8 @@ class EpollLoop:
                     # turn (the socket is nearly always writable), then watch what is left.
                     wasyncore.readwrite(obj, WRITE)
                     self._refresh(obj)
+        for hook in self.before_wait:
+            hook()
         touched = []
         for fd, flags in self.epoll.poll(timeout):
             obj = map_.get(fd)

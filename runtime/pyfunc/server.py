@@ -107,7 +107,10 @@ class Server:
         if hasattr(select, "epoll"):
             from .eventloop import EpollLoop
 
-            EpollLoop(self.waitress)
+            loop = EpollLoop(self.waitress)
+            flush_access_lines = logs.defer_access_lines()
+            if flush_access_lines is not None:
+                loop.before_wait.append(flush_access_lines)
         if config.receive_timeout:
             enforce_receive_deadline(self.waitress, config.receive_timeout)
 
@@ -118,6 +121,7 @@ class Server:
     def serve_forever(self) -> None:
         self.waitress.run()
         self.waitress.task_dispatcher.shutdown(cancel_pending=False, timeout=1)
+        logs.flush_access_lines()
         self._stopped.set()
 
     def begin_shutdown(self, reason: str = "shutdown") -> None:
@@ -356,6 +360,7 @@ def serve(config: Config) -> int:
     tracing = getattr(app, "tracing", None)
     if tracing is not None:
         tracing.shutdown()  # after stop(), whose own spans are exported too
+    logs.flush_access_lines()
     logger.info("stopped")
     logging.shutdown()
     return 0

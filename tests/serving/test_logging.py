@@ -189,3 +189,48 @@ def test_passing_health_probes_are_debug_failing_ones_info(serve):
     assert paths == [("/health/readiness", 503)]
     debug_records = [r for r in _json_records(debug.logs()) if r["logger"] == "pyfunc.access"]
     assert ("/health/liveness", 200, "DEBUG") in [(r["path"], r["status"], r["level"]) for r in debug_records]
+
+
+ECHO_HANDLER = """
+def handler(data):
+    return {"type": "com.example.reply"}, data
+"""
+
+
+def test_access_lines_from_concurrent_requests_are_all_written_once_in_order(serve):
+    """The server batches access lines per loop turn: none may be lost, doubled or reordered
+    within a connection, and those still queued at SIGTERM are written before exit."""
+    import threading
+
+    from cloudevents.http import to_binary
+
+    server = serve(ECHO_HANDLER)
+    clients, per_client = 8, 60
+
+    def client(number: int) -> None:
+        with requests.Session() as session:
+            for index in range(per_client):
+                headers, body = to_binary(make_event({"n": index}, id=f"c{number}-{index}"))
+                assert session.post(server.url, headers=headers, data=body, timeout=10).status_code == 200
+
+    threads = [threading.Thread(target=client, args=(number,)) for number in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert server.stop(signal.SIGTERM) == 0
+    ids = [ACCESS_MESSAGE.match(r["message"])["ce_id"]
+           for r in _text_records(server.logs()) if r["logger"] == "pyfunc.access"]
+    assert sorted(ids) == sorted(f"c{n}-{i}" for n in range(clients) for i in range(per_client))
+    for number in range(clients):
+        mine = [int(ce_id.split("-")[1]) for ce_id in ids if ce_id.startswith(f"c{number}-")]
+        assert mine == list(range(per_client))
+
+
+def test_an_access_line_is_written_without_waiting_for_more_traffic(serve):
+    server = serve(ECHO_HANDLER)
+    assert send(server.url, make_event({"n": 1}, id="lonely")).status_code == 200
+    deadline = time.monotonic() + 2
+    while "ce-id=lonely" not in server.logs():
+        assert time.monotonic() < deadline, server.logs()
+        time.sleep(0.01)
