@@ -82,6 +82,78 @@ def _get_request(inv: Invocation) -> Any:
     return inv.request
 
 
+def _get_lazy_request(inv: Invocation) -> Any:
+    return LazyRequest(inv)
+
+
+class LazyRequest:
+    """The ``flask.Request`` of a handler that never reads it, built only if it ever is.
+
+    ``compile_binder`` reads the handler's bytecode once: a ``req`` parameter that is never
+    loaded (``def handler(req): return "Hello"``) gets this stand-in, so the function neither
+    imports Flask (half of its cold start and 14 MB) nor builds a request per call. Anything
+    that does reach it (a debugger, ``locals()`` in a callee) gets the real request, built on
+    first use; ``isinstance(req, flask.Request)`` holds, as for Flask's own ``request`` proxy.
+    """
+
+    __slots__ = ("_inv", "_request")
+
+    def __init__(self, inv: Invocation) -> None:
+        self._inv = inv
+        self._request: Any = None
+
+    def _real(self) -> Any:
+        if self._request is None:
+            import io
+
+            from flask import Request
+
+            environ = self._inv.environ
+            if self._inv.body:  # the body was read for another parameter: let the request read it too
+                environ = {**environ, "wsgi.input": io.BytesIO(self._inv.body)}
+            self._request = Request(environ)
+        return self._request
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real(), name)
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        return type(self._real())
+
+    def __repr__(self) -> str:
+        return repr(self._real())
+
+
+def _never_read(function: Callable[..., Any], name: str) -> bool:
+    """True when ``function``'s own bytecode provably never reads its parameter ``name``.
+
+    Conservative: only a plain function (not a wrapper, whose code would not show what the
+    wrapped one does), the parameter not captured by a closure, no ``locals()``/``vars()``/
+    ``eval``/``exec``/frame access, and no instruction but a store or delete naming it.
+    """
+    import dis
+    import types
+
+    if type(function) is not types.FunctionType or hasattr(function, "__wrapped__"):
+        return False
+    code = function.__code__
+    if name not in code.co_varnames or name in code.co_cellvars:
+        return False
+    if _INTROSPECTION & set(code.co_names):
+        return False
+    for instruction in dis.get_instructions(code):
+        if instruction.opname in ("STORE_FAST", "DELETE_FAST", "STORE_FAST_STORE_FAST"):
+            continue
+        argval = instruction.argval
+        if argval == name or (isinstance(argval, tuple) and name in argval):
+            return False
+    return True
+
+
+_INTROSPECTION = {"locals", "vars", "eval", "exec", "_getframe", "currentframe", "stack", "trace"}
+
+
 def _get_body(inv: Invocation) -> bytes:
     return inv.body
 
@@ -198,6 +270,8 @@ def compile_binder(function: Callable[..., Any], file: Optional[str] = None) -> 
                 pending_positional.append(_default(param.default))
             binder.bound[name] = "its default"
             continue
+        if getter is _get_request and _never_read(function, name):
+            getter, what = _get_lazy_request, "the flask.Request (never read: built only if reached)"
         binder.bound[name] = what
         binder.needs_event |= needs_event
         binder.needs_request |= getter is _get_request

@@ -203,3 +203,59 @@ def test_req_without_flask_in_the_module_is_a_real_flask_request(serve):
     response = requests.post(server.url + "/?a=1", json={"k": "v"}, timeout=5)
     assert response.json() == {"class": "flask.wrappers.Request", "json": {"k": "v"}, "args": {"a": "1"},
                                "body": '{"k": "v"}'}
+
+
+# ---------------------------------------------------------------- a request parameter never read
+
+UNREAD_REQUEST = """
+import sys
+
+def handler(req):
+    return "flask imported" if "flask" in sys.modules else "no flask"
+"""
+
+
+def test_a_request_parameter_the_handler_never_reads_costs_no_flask(serve) -> None:
+    """``def handler(req): return ...`` without touching ``req``: Flask is never imported."""
+    server = serve(UNREAD_REQUEST)
+    for _ in range(3):
+        reply = requests.post(server.url, data=b"x", timeout=5)
+        assert (reply.status_code, reply.text) == (200, "no flask")
+
+
+def test_the_unread_request_stand_in_is_the_real_request_when_reached() -> None:
+    import io
+
+    import flask
+
+    from pyfunc.binding import Invocation, LazyRequest
+
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/", "QUERY_STRING": "name=Ada", "SERVER_NAME": "x",
+               "SERVER_PORT": "80", "wsgi.url_scheme": "http", "CONTENT_TYPE": "application/json",
+               "CONTENT_LENGTH": "10", "HTTP_X_TRACE": "t-1", "wsgi.input": io.BytesIO(b"")}
+    stand_in = LazyRequest(Invocation(environ, b'{"a": [1]}', None, None))  # body already read by pyfunc
+    assert isinstance(stand_in, flask.Request)
+    assert stand_in.args["name"] == "Ada" and stand_in.headers["X-Trace"] == "t-1"
+    assert stand_in.get_json() == {"a": [1]}
+
+
+@pytest.mark.parametrize(("source", "never_read"), [
+    ("def handler(req):\n    return 'hi'", True),
+    ("def handler(req, body):\n    return body", True),
+    ("def handler(req):\n    return req.args", False),
+    ("def handler(req):\n    def inner():\n        return req\n    return inner()", False),  # a closure
+    ("def handler(req):\n    return locals()", False),
+    ("def handler(req):\n    return eval('req')", False),
+    ("def handler(request):\n    request = 3\n    return request", False),  # rebound: not worth proving
+    ("import functools\ndef deco(f):\n    @functools.wraps(f)\n    def wrapper(*a, **k):\n"
+     "        return f(*a, **k)\n    return wrapper\n@deco\ndef handler(req):\n    return 'hi'", False),
+])
+def test_only_a_provably_unread_request_parameter_gets_the_stand_in(source: str, never_read: bool) -> None:
+    from pyfunc.binding import compile_binder
+
+    namespace: dict = {}
+    exec(compile(source, "<handler>", "exec"), namespace)  # noqa: S102 - test input written above
+    binder = compile_binder(namespace["handler"])
+    name = "request" if "request" in binder.bound else "req"
+    assert ("never read" in binder.bound[name]) is never_read
+    assert binder.needs_request is not never_read
