@@ -104,7 +104,7 @@ class Server:
             # (as under pyfunc-invoker 0.1.0); waitress would drop them, since no proxy is trusted.
             clear_untrusted_proxy_headers=False,
         )
-        if hasattr(select, "epoll"):
+        if hasattr(select, "epoll") and hasattr(self.waitress, "_map"):  # Linux, one listening socket
             from .eventloop import EpollLoop
 
             loop = EpollLoop(self.waitress)
