@@ -202,7 +202,7 @@ def test_access_lines_from_concurrent_requests_are_all_written_once_in_order(ser
     within a connection, and those still queued at SIGTERM are written before exit."""
     import threading
 
-    from cloudevents.http import to_binary
+    from cloudevents.conversion import to_binary
 
     server = serve(ECHO_HANDLER)
     clients, per_client = 8, 60
