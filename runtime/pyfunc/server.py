@@ -87,7 +87,8 @@ class Server:
             host=config.host,
             port=config.port,
             threads=config.threads,
-            connection_limit=config.connection_limit,
+            # waitress counts its listening socket and its wake-up pipe as connections.
+            connection_limit=config.connection_limit + WAITRESS_OWN_DISPATCHERS,
             backlog=config.backlog,
             channel_timeout=int(config.channel_timeout) or 1,
             # waitress looks for stale channels every cleanup_interval (30 s by default), so a
@@ -283,6 +284,9 @@ def enforce_receive_deadline(server: Any, seconds: float) -> None:
     server.channel_class = DeadlineChannel
     server.maintenance = maintenance
 
+
+# The entries of waitress's socket map that are not client connections: the listener, the trigger.
+WAITRESS_OWN_DISPATCHERS = 2
 
 # Seconds a connection accepted before the drain may stay silent before it is closed.
 NEW_CONNECTION_GRACE = 2.0

@@ -137,28 +137,24 @@ def test_pipelined_requests_behind_a_slow_response_are_all_answered(serve) -> No
             assert len(body) == size
 
 
-def test_connections_over_the_limit_are_served_once_others_close(serve) -> None:
-    """At the connection limit the listener is not watched; when connections close it must be again.
-
-    (waitress counts its own listener and wake-up pipe against the limit, so fewer than
-    ``limit`` clients are served at once.)
-    """
+def test_exactly_the_connection_limit_is_served_and_the_next_once_one_closes(serve) -> None:
+    """``PYFUNC_CONNECTION_LIMIT`` clients are served at once; the next waits in the backlog (the
+    listener is not watched at the limit) and is served as soon as a connection closes."""
     limit = 6
     server = serve(BIG, env={"PYFUNC_CONNECTION_LIMIT": str(limit)})
-    clients = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(limit)]
+    clients = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(limit + 1)]
     try:
         for sock in clients:
             sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nX-Size: 256\r\nContent-Length: 0\r\n\r\n")
         time.sleep(1)
         answered, _, _ = select.select(clients, [], [], 0)
         waiting = [sock for sock in clients if sock not in answered]
-        assert answered and waiting, f"{len(answered)} of {len(clients)} answered at once"
+        assert (len(answered), len(waiting)) == (limit, 1)
         for sock in answered:
             assert _read_response(sock)[0].startswith(b"HTTP/1.1 200")
-            sock.close()
-        for sock in waiting:
-            head, body = _read_response(sock)
-            assert head.startswith(b"HTTP/1.1 200") and len(body) == 256
+        answered[0].close()
+        head, body = _read_response(waiting[0])
+        assert head.startswith(b"HTTP/1.1 200") and len(body) == 256
     finally:
         for sock in clients:
             sock.close()
