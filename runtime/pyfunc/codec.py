@@ -20,6 +20,7 @@ import time
 from typing import Any, Iterable, Optional
 from urllib.parse import unquote_to_bytes
 
+from .clock import rfc3339_utc
 from .errors import BadEvent, InvalidReply
 
 STRUCTURED = "structured"
@@ -304,14 +305,7 @@ def decode_request(environ: dict[str, Any], body: bytes) -> tuple[str, list[Even
 
 def now_rfc3339() -> str:
     """The current UTC time in RFC 3339 with microseconds (spec §"time")."""
-    now = time.time()
-    second = int(now)
-    if second != _clock[0]:  # the date part changes once a second; formatting it is most of the cost
-        _clock[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))]
-    return f"{_clock[1]}.{int((now - second) * 1_000_000):06d}Z"
-
-
-_clock: list[Any] = [-1, ""]  # (second, its formatted date and time); a list swap is atomic under the GIL
+    return rfc3339_utc(time.time())
 
 
 def new_event_id() -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import contextvars
-import datetime
 import itertools
 import json
 import logging
@@ -18,6 +17,8 @@ import os
 import sys
 import time
 from typing import Any, Callable, Optional
+
+from .clock import rfc3339_utc
 
 request_fields: contextvars.ContextVar[Optional[dict[str, Any]]] = contextvars.ContextVar(
     "pyfunc_request_fields", default=None
@@ -38,12 +39,6 @@ def next_request_id() -> str:
     return f"{_REQUEST_ID_PREFIX}-{next(_request_counter):x}"
 
 
-def utc_timestamp(seconds: float) -> str:
-    """RFC 3339 in UTC with milliseconds: the ``timestamp`` of every JSON log line."""
-    return (datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
-            .isoformat(timespec="milliseconds").replace("+00:00", "Z"))
-
-
 class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -54,7 +49,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "timestamp": utc_timestamp(record.created),
+            "timestamp": rfc3339_utc(record.created, 3),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -154,7 +149,7 @@ class _AccessWriter:
         level_name = logging.getLevelName(level)
         if self.json_lines:
             entry: dict[str, Any] = {
-                "timestamp": utc_timestamp(now),
+                "timestamp": rfc3339_utc(now, 3),
                 "level": level_name, "logger": access_logger.name, "message": message,
             }
             if fields:
