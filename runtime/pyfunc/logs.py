@@ -160,21 +160,19 @@ class _AccessWriter:
             line = f"{self._asctime(now)} {level_name} {access_logger.name}: {message}"
         if self.pending is not None:
             self.pending.append(line)
-            return
-        handler = self.handler
-        with handler.lock:  # type: ignore[union-attr]
-            handler.stream.write(line + "\n")
-            handler.stream.flush()
+        else:
+            self._emit(line)
 
     def flush(self) -> None:
         """Write the lines waiting, in order, with one write."""
         pending = self.pending
-        if not pending:
-            return
-        lines = [pending.popleft() for _ in range(len(pending))]  # a worker may append meanwhile
+        if pending:
+            self._emit("\n".join([pending.popleft() for _ in range(len(pending))]))  # a worker may append meanwhile
+
+    def _emit(self, text: str) -> None:
         handler = self.handler
         with handler.lock:  # type: ignore[union-attr]
-            handler.stream.write("\n".join(lines) + "\n")
+            handler.stream.write(text + "\n")
             handler.stream.flush()
 
 
