@@ -79,7 +79,7 @@ class EpollLoop:
         self._everything = True
         self.before_wait: list[Callable[[], None]] = []  # run on every turn before waiting for events
         server.event_loop = self
-        server.channel_class = _with_base(server.channel_class, Channel)
+        server.channel_class = Channel  # installed first: other channel behaviour subclasses it
         waitress_maintenance = server.maintenance
 
         def maintenance(now: float) -> None:
@@ -123,21 +123,19 @@ class EpollLoop:
     def turn(self, timeout: float) -> None:
         """One turn: refresh the interests that may have changed, wait, dispatch."""
         map_ = self.map
+        now = time.monotonic()
+        if now >= self._next_periodic or len(map_) != self._size:
+            # The listener's readable() runs waitress's maintenance (which may ask for everything)
+            # and enforces the connection limit, which depends on the number of connections.
+            self._next_periodic = now + PERIODIC
+            self._size = len(map_)
+            for obj in self._others:
+                self._refresh(obj)
         if self._everything:
             self._everything = False
+            self.changed.clear()  # before reading every connection: later notes stay
             self._refresh_all()
         else:
-            now = time.monotonic()
-            if now >= self._next_periodic or len(map_) != self._size:
-                # The listener's readable() runs waitress's maintenance and enforces the
-                # connection limit (which depends on the number of connections).
-                self._next_periodic = now + PERIODIC
-                self._size = len(map_)
-                for obj in self._others:
-                    self._refresh(obj)
-                if self._everything:  # maintenance ran just now
-                    self._everything = False
-                    self._refresh_all()
             for obj in self._touched:
                 self._refresh(obj)
             changed = self.changed
@@ -200,12 +198,3 @@ class EpollLoop:
                 self.epoll.modify(fd, mask)
             self._registered[fd] = (obj, mask)
         return mask
-
-
-def _with_base(channel_class: type, base: type) -> type:
-    """``channel_class`` with :class:`Channel`'s notes mixed in (it may be a subclass already)."""
-    if issubclass(channel_class, base):
-        return channel_class
-    if channel_class is HTTPChannel:
-        return base
-    return type(channel_class.__name__, (channel_class, base), {})
