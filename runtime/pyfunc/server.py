@@ -364,7 +364,7 @@ def serve(config: Config) -> int:
     tracing = getattr(app, "tracing", None)
     if tracing is not None:
         tracing.shutdown()  # after stop(), whose own spans are exported too
-    logs.flush_access_lines()
+    logs.flush_access_lines()  # lines of calls that outlived the drain and ended during stop()
     logger.info("stopped")
     logging.shutdown()
     return 0
