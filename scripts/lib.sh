@@ -18,12 +18,16 @@ note() { printf '    %s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # py_tool NAME VERSION: a PyPI tool in its own venv under $TOOLS/py (installed once), path of its bin/.
+# With scripts/locks/NAME.lock (hashed, made by scripts/lock.sh) its dependencies are pinned too, so
+# a release upstream cannot change what CI runs.
 py_tool() {
-  local dir="$TOOLS/py/$1-$2"
+  local dir="$TOOLS/py/$1-$2" lock="$REPO/scripts/locks/$1.lock"
+  local spec=("$1==$2")
+  [ -f "$lock" ] && spec=(--require-hashes -r "$lock")
   if [ ! -x "$dir/bin/$1" ]; then
     step "Installing $1==$2 (PyPI) into $dir" >&2
     rm -rf "$dir"; python3 -m venv "$dir"
-    "$dir/bin/python" -m pip install -q --disable-pip-version-check "$1==$2" >&2
+    "$dir/bin/python" -m pip install -q --disable-pip-version-check "${spec[@]}" >&2
   fi
   echo "$dir/bin"
 }

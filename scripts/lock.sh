@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# Regenerate the hashed locks of the images' Python packages with uv (pinned in versions.env):
+# Regenerate every hashed lock with uv (pinned in versions.env). Nothing else resolves versions:
+# scripts/test.sh, the images and the host tools install only from these files, so what CI runs
+# changes only when a commit changes a lock.
 #   image/requirements.lock    pyproject.toml's runtime dependencies: the venv of pyfunc/base
 #   builder/requirements.lock  builder/requirements.in: pip + cyclonedx-bom in pyfunc/build
-# for CPython 3.11 on manylinux x86_64 (the images' Python), whatever the host runs. Needs PyPI.
-# Run it after changing a dependency, or to take upstream fixes (pip-audit); review the diff.
+#     (both for CPython 3.11 on manylinux x86_64, the images' Python, whatever the host runs)
+#   scripts/locks/test.lock    pyfunc + its [test] extra: the .venv of scripts/test.sh
+#   scripts/locks/pip-audit.lock  the auditor's own dependencies (scripts/audit.sh)
+#     (both universal: any Python pyproject allows, any platform)
+# Needs PyPI. Run it after changing a dependency, or as the deliberate step that takes upstream
+# releases and fixes: UPGRADE=1 scripts/lock.sh, then review the diff and run scripts/test.sh.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 uv="$(py_tool uv "$UV_VERSION")/uv"
@@ -14,4 +20,12 @@ for pair in pyproject.toml:image/requirements.lock builder/requirements.in:build
   "$uv" pip compile --quiet --generate-hashes --no-strip-markers "${target[@]}" \
     --custom-compile-command "scripts/lock.sh" -o "${pair##*:}" "${pair%%:*}" ${UPGRADE:+--upgrade}
 done
+universal=(--universal --python-version 3.9)
+step "uv pip compile pyproject.toml[test] -> scripts/locks/test.lock"
+"$uv" pip compile --quiet --generate-hashes "${universal[@]}" --extra test \
+  --custom-compile-command "scripts/lock.sh" -o scripts/locks/test.lock pyproject.toml scripts/locks/build-backend.in ${UPGRADE:+--upgrade}
+step "uv pip compile pip-audit==$PIP_AUDIT_VERSION -> scripts/locks/pip-audit.lock"
+# pip-audit itself needs Python >= 3.10 (the hosts run 3.11).
+echo "pip-audit==$PIP_AUDIT_VERSION" | "$uv" pip compile --quiet --generate-hashes --universal \
+  --python-version 3.10 --custom-compile-command "scripts/lock.sh" -o scripts/locks/pip-audit.lock - ${UPGRADE:+--upgrade}
 step "Locks written (UPGRADE=1 scripts/lock.sh takes the newest allowed versions)"

@@ -9,9 +9,11 @@ cd "$(dirname "$0")/.."
 
 step() { printf '==> %s\n' "$*"; }
 
-step "Python venv (.venv) with pyfunc and its test dependencies"
+step "Python venv (.venv) with pyfunc and its test dependencies, from scripts/locks/test.lock"
 [ -x .venv/bin/python ] || "${PYTHON:-python3}" -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+# Exact, hashed versions: a release upstream cannot change what CI runs (scripts/lock.sh refreshes).
+.venv/bin/python -m pip install -q --disable-pip-version-check --require-hashes -r scripts/locks/test.lock
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 
 step "ruff"
 .venv/bin/ruff check .
