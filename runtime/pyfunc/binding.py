@@ -192,8 +192,8 @@ def _is_flask_request(annotation: Any) -> bool:
 
 def resolve_annotations(function: Callable[..., Any]) -> dict[str, Any]:
     """Parameter annotations with string ones (PEP 563) resolved where they can be."""
-    target = function if inspect.isfunction(function) or inspect.ismethod(function) else None
-    if target is None:
+    target: Callable[..., Any] = function
+    if not (inspect.isfunction(function) or inspect.ismethod(function)):
         target = getattr(function, "__call__", function)  # noqa: B004 - callable instances
     try:
         return typing.get_type_hints(inspect.unwrap(target))

@@ -28,14 +28,15 @@ def to_v1_event(event: Event) -> Any:
     """A ``cloudevents.sdk.event.v1.Event`` (the type the seed README names)."""
     from cloudevents.sdk.event import v1
 
-    sdk_event = v1.Event()
+    event_class: Any = v1.Event  # the SDK's v1 module is untyped
+    sdk_event = event_class()
     for name, value in event.attributes.items():
         sdk_event.Set(name, value)
     sdk_event.SetData(event.data)
     return sdk_event
 
 
-def to_pydantic_cloudevent(cls: type) -> Callable[[Event], Any]:
+def to_pydantic_cloudevent(cls: Any) -> Callable[[Event], Any]:
     def convert(event: Event) -> Any:
         return cls.create(dict(event.attributes), event.data)
 

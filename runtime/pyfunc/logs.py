@@ -98,6 +98,7 @@ def access(
         writer.flush()  # lines queued before logging was replaced come first
     millis = seconds * 1000
     extra = {"access": {"method": method, "path": path, "status": status, "duration_ms": round(millis, 3)}}
+    args: tuple[object, ...]
     if fields and fields.get("ce_id") is not None:
         message, args = "%s %s %d %.1fms ce-id=%s ce-type=%s", (
             method, path, status, millis, fields.get("ce_id"), fields.get("ce_type"))
@@ -119,7 +120,7 @@ class _AccessWriter:
     formatted here and written under the handler's lock; otherwise it goes through logging.
     """
 
-    def __init__(self, handler: logging.StreamHandler, json_lines: bool) -> None:
+    def __init__(self, handler: logging.StreamHandler[Any], json_lines: bool) -> None:
         self.handler = handler
         self.json_lines = json_lines
         self._second = -1

@@ -94,7 +94,7 @@ class Reloader:
         self.config = config
         self.directory = Path(config.directory).resolve()
         self.command = child_command(args)
-        self.child: Optional[subprocess.Popen] = None
+        self.child: Optional[subprocess.Popen[bytes]] = None
         self.stopping = threading.Event()
         self.exit_code = 0
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from . import __version__, logs
 
@@ -39,9 +39,9 @@ logger = logging.getLogger("pyfunc")
 EXPORTER_GROUP = "opentelemetry_traces_exporter"
 
 
-def requested_exporters(environ: Optional[dict[str, str]] = None) -> list[str]:
+def requested_exporters(environ: Optional[Mapping[str, str]] = None) -> list[str]:
     """The exporters the ``OTEL_*`` variables ask for (empty: none asked for)."""
-    environ = os.environ if environ is None else environ  # type: ignore[assignment]
+    environ = os.environ if environ is None else environ
     names = [n.strip() for n in environ.get("OTEL_TRACES_EXPORTER", "").split(",") if n.strip()]
     if names:
         return [] if "none" in names else names
@@ -50,7 +50,7 @@ def requested_exporters(environ: Optional[dict[str, str]] = None) -> list[str]:
     return []
 
 
-def _disabled(environ: Any) -> bool:
+def _disabled(environ: Mapping[str, str]) -> bool:
     return environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
 
 

@@ -148,7 +148,7 @@ def _union(args: tuple[Any, ...]) -> Optional[Converter]:
 def _mapping(value_type: Any) -> Converter:
     inner = _converter(value_type)
 
-    def convert(value: Any, path: str) -> dict:
+    def convert(value: Any, path: str) -> dict[str, Any]:
         if path == "data":
             value = _parsed(value)
         if not isinstance(value, dict):
@@ -163,7 +163,7 @@ def _mapping(value_type: Any) -> Converter:
 def _sequence(item_type: Any) -> Converter:
     inner = _converter(item_type)
 
-    def convert(value: Any, path: str) -> list:
+    def convert(value: Any, path: str) -> list[Any]:
         if path == "data":
             value = _parsed(value)
         if not isinstance(value, list):
@@ -191,7 +191,7 @@ def _typeddict(tp: Any) -> Converter:
     fields = _fields_of(tp)
     required = tp.__required_keys__
 
-    def convert(value: Any, path: str) -> dict:
+    def convert(value: Any, path: str) -> dict[str, Any]:
         if path == "data":
             value = _parsed(value)
         if not isinstance(value, dict):

@@ -48,7 +48,8 @@ def test_a_vulnerability_in_a_report_fails_the_audit(tmp_path):
 
 def test_a_package_below_its_latest_release_is_a_warning_with_its_reason(tmp_path):
     """The case that turned CI red when `packaging` released after the lock was made (real PyPI lookup)."""
-    skipped = {"name": "packaging", "skip_reason": "Dependency not found on PyPI and could not be audited: packaging (24.0)"}
+    reason = "Dependency not found on PyPI and could not be audited: packaging (24.0)"
+    skipped = {"name": "packaging", "skip_reason": reason}
     proc = judge(tmp_path, [skipped], exceptions="packaging==24.0  # held back for the test\n")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "WARNING not audited: packaging==24.0" in proc.stdout

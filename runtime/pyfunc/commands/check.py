@@ -9,7 +9,7 @@ import sys
 from ..config import Config
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "check", help="load the handler as the server would and report what it binds",
         description="Load DIR's handler exactly as the server would; exit 1 on any error.",
@@ -26,13 +26,15 @@ def check(args: argparse.Namespace) -> int:
 
     config = Config.load(args=args)
     app = build_app(config)
+    parameters: dict[str, str] = app.binder.bound
+    hooks: list[str] = sorted(app.loaded.hooks)
     report = {
         "function": app.loaded.qualname,
         "file": app.loaded.file,
         "kind": "cloudevent" if app.binder.needs_event else "http",
         "async": app.is_async,
-        "parameters": app.binder.bound,
-        "hooks": sorted(app.loaded.hooks),
+        "parameters": parameters,
+        "hooks": hooks,
     }
     if args.json:
         json.dump(report, sys.stdout, indent=2)
@@ -40,9 +42,9 @@ def check(args: argparse.Namespace) -> int:
         return 0
     print(f"ok: {report['function']} ({report['kind']} function{', async' if report['async'] else ''})")
     print(f"  file: {report['file']}")
-    for name, what in report["parameters"].items():
+    for name, what in parameters.items():
         print(f"  parameter {name}: {what}")
-    if not report["parameters"]:
+    if not parameters:
         print("  no parameters")
-    print(f"  hooks: {', '.join(report['hooks']) or 'none'}")
+    print(f"  hooks: {', '.join(hooks) or 'none'}")
     return 0

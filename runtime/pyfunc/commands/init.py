@@ -28,7 +28,7 @@ FILES = {
 OPTIONAL = (".gitignore",)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "init", help="create a new function (handler, test, README, Knative manifest)",
         description="Create a new function in DIR: handler.py, test_handler.py (using pyfunc.testing), "

@@ -20,7 +20,7 @@ DEFAULT_DATA = {"message": "Hello from pyfunc invoke"}
 LOOPBACK = ("localhost", "127.0.0.1", "::1", "[::1]")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "invoke", help="send a CloudEvent or an HTTP request to a running function",
         description="Send a CloudEvent (binary, structured or batch mode) or, with --http, a plain "

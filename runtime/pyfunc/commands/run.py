@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from ..config import Config, add_arguments
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("run", help="serve the function in DIR",
                                    description="Serve the function in DIR on PORT.")
     parser.add_argument("directory", nargs="?", default=".", metavar="DIR")
@@ -25,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     return serve_from_args(args)
 
 
-def serve_from_args(args: argparse.Namespace, **overrides: object) -> int:
+def serve_from_args(args: argparse.Namespace, **overrides: Any) -> int:
     from ..server import serve
 
     return serve(Config.load(args=args, **overrides))
