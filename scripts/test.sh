@@ -13,6 +13,9 @@ step "Python venv (.venv) with pyfunc and its test dependencies"
 [ -x .venv/bin/python ] || "${PYTHON:-python3}" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
 
+step "Figures: stale results"
+.venv/bin/python scripts/figures.py --stale
+
 step "ruff"
 .venv/bin/ruff check .
 
