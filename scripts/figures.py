@@ -54,7 +54,7 @@ def load(rel: str) -> Optional[dict[str, Any]]:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def measured(rel: str, data: dict[str, Any]) -> str:
+def measured(data: dict[str, Any]) -> str:
     """`7afbd59` (dirty tree), 2026-11-25: what every figure is shown next to."""
     commit = f"`{data['commit'][:7]}`" if data.get("commit") else "no commit recorded"
     dirty = " (dirty tree)" if data.get("dirty") else ""
@@ -62,7 +62,7 @@ def measured(rel: str, data: dict[str, Any]) -> str:
 
 
 def source_line(rel: str, data: dict[str, Any]) -> str:
-    return f"*Measured at {measured(rel, data)} · `{rel}`*"
+    return f"*Measured at {measured(data)} · `{rel}`*"
 
 
 def missing(rel: str, how: str) -> str:
@@ -314,7 +314,7 @@ def reliability() -> str:
         rel = f"{RELIABILITY}/{name}"
         data = load(rel)
         figure = render(data) if data else "not measured yet"
-        rows.append(f"| {what} (`{name}`) | {figure} | {measured(rel, data) if data else '–'} |")
+        rows.append(f"| {what} (`{name}`) | {figure} | {measured(data) if data else '–'} |")
     return "\n".join(rows) + "\n"
 
 
@@ -338,7 +338,7 @@ def render(text: str) -> str:
 
 
 def blocks() -> dict[str, list[str]]:
-    """Block name → the docs it appears in (for the README of this workflow and for tests)."""
+    """Block name → the docs it appears in (tests check that every renderer is used somewhere)."""
     found: dict[str, list[str]] = {}
     for doc in DOCS:
         for m in BLOCK.finditer((REPO / doc).read_text()):

@@ -35,8 +35,8 @@ def record(name: str, figures: dict[str, Any]) -> Path:
     forms go to separate files)."""
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}{'-long' if LONG else ''}.json"
-    figures = {**stamp(), **figures}
-    path.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
+    figures = {**stamp(), **json.loads(json.dumps(figures, sort_keys=True))}  # provenance first
+    path.write_text(json.dumps(figures, indent=2) + "\n")
     print(f"\n{name}: {json.dumps(figures, sort_keys=True)}")
     return path
 

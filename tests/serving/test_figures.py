@@ -52,8 +52,8 @@ def test_every_results_file_says_where_and_when_it_was_measured(path: Path) -> N
 
 def test_a_block_shows_the_commit_and_date_of_its_results() -> None:
     data = {"commit": "7afbd5998f7d26cbabf1629ec54d9e0146b465a3", "dirty": True, "date": "2026-11-25T01:11:10Z"}
-    assert figures.measured("x.json", data) == "`7afbd59` (dirty tree), 2026-11-25"
-    assert figures.measured("x.json", {"commit": None, "dirty": None, "date": None}) == (
+    assert figures.measured(data) == "`7afbd59` (dirty tree), 2026-11-25"
+    assert figures.measured({"commit": None, "dirty": None, "date": None}) == (
         "no commit recorded, no date recorded")
 
 
