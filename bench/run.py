@@ -12,7 +12,6 @@ server pinned to different cores), and writes bench/results/latest.{md,json}.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import hashlib
 import http.client
 import json
@@ -33,6 +32,9 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
+sys.path.insert(0, str(REPO / "scripts"))
+from provenance import stamp  # noqa: E402 - commit/dirty/date of every results file
+
 SERVERS_DIR = BENCH / "servers"
 LUA = BENCH / "wrk" / "request.lua"
 CACHE = Path(os.environ.get("PYFUNC_CACHE", Path.home() / ".cache" / "pyfunc")) / "bench"
@@ -756,8 +758,8 @@ def render_md(res: dict) -> str:
     L = []
     m = res["meta"]
     L.append("# pyfunc benchmark results\n")
-    L.append(f"Made by `{m['command']}` on {m['date']} (repo commit `{m['git_rev']}`"
-             f"{', dirty tree' if m['git_dirty'] else ''}). Machine: {m['cpu']}, {m['nproc']} cores, "
+    L.append(f"Made by `{m['command']}` on {res['date']} (repo commit `{(res['commit'] or 'unknown')[:7]}`"
+             f"{', dirty tree' if res['dirty'] else ''}). Machine: {m['cpu']}, {m['nproc']} cores, "
              f"{m['python']}, {m['wrk']}. Load generator (wrk, 1 thread) pinned to core "
              f"{m['load_core']}, server to core {m['server_core']}. {m['rounds']} round(s) "
              f"interleaved across servers, {m['warmup']} s warm-up + {m['duration']} s measured "
@@ -998,11 +1000,10 @@ def main() -> int:
     logdir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="pyfunc-bench-"))
 
-    git_rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--",
-                                 ".", ":!bench/results"],
-                                capture_output=True, text=True).stdout.strip())
+    # The tree measured is the one at the start (pyfunc is installed from a copy of it now).
+    provenance = stamp()
+    if provenance["dirty"]:
+        log("warning: the working tree is dirty; the results will say so (dirty: true)")
     versions, server_errors = {}, {}
     for s in list(servers):
         try:
@@ -1096,11 +1097,11 @@ def main() -> int:
                 break
     except OSError:
         pass
+    results = {**provenance, **results}
     results.update({
         "meta": {
             "command": "python3 bench/run.py " + " ".join(sys.argv[1:]),
-            "date": _dt.datetime.now().isoformat(timespec="seconds"),
-            "git_rev": git_rev, "git_dirty": dirty, "cpu": cpu, "nproc": os.cpu_count(),
+            "cpu": cpu, "nproc": os.cpu_count(),
             "python": "Python " + platform.python_version(), "wrk": wrk_version,
             "rounds": args.rounds, "duration": args.duration, "warmup": args.warmup,
             "cold_reps": args.cold_reps, "threads": THREADS,

@@ -3,7 +3,9 @@
 They assume scripts/install-tools.sh and scripts/build-images.sh ran (scripts/test.sh runs both):
 docker is up, pack is in the cache's tools/bin, and the pyfunc/builder image exists.
 Each example is built once per session; figures (sizes, build times, start latency) are printed at
-the end of the run and written to $PYFUNC_CACHE/e2e-metrics.json.
+the end of the run. A passing run that measured every figure writes them, stamped with the commit,
+dirty flag and date, to e2e/results/containers.json, which README.md and docs/security.md are
+generated from (scripts/figures.py); a partial or failing run leaves that file alone.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pyfunc_e2e import (
     EXAMPLES,
     HOST_CA,
     METRICS,
+    REPO,
     Build,
     fresh_build,
     image_size,
@@ -30,6 +33,20 @@ from pyfunc_e2e import (
     pack_build,
     sh,
 )
+
+sys.path.insert(0, str(REPO / "scripts"))
+from provenance import stamp  # noqa: E402 - commit/dirty/date of every results file
+
+RESULTS = REPO / "e2e" / "results" / "containers.json"
+# What a full run measures; only a run that has all of them replaces the results file.
+EXPECTED = {
+    "base_image_mb", "build_image_mb", "builder_image_mb",
+    "first_build_s.cloudevent-echo", "first_build_s.with-requirements",
+    "first_build_s.vendored-wheels (offline)", "rebuild_s.with-requirements.no-change",
+    "rebuild_s.with-requirements.handler-only", "function_image_added_mb.cloudevent-echo",
+    "function_image_added_mb.with-requirements", "cold_start_s.cloudevent-echo median of 3",
+    "sigterm_drain_stop_s (3 s request in flight)",
+}
 
 # ---- session setup -------------------------------------------------------------------------------
 
@@ -48,6 +65,8 @@ def _e2e_prerequisites() -> None:
             pytest.fail(f"image {image} missing: run scripts/install-tools.sh && scripts/build-images.sh "
                         "(scripts/test.sh does both)", pytrace=False)
     METRICS["base_image_mb"] = mb(image_size(BASE))
+    METRICS["build_image_mb"] = mb(image_size("pyfunc/build"))
+    METRICS["builder_image_mb"] = mb(image_size(BUILDER))
 
 
 @pytest.fixture(scope="session")
@@ -116,9 +135,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # no
     terminalreporter.section("pyfunc e2e figures")
     for key, value in METRICS.items():
         terminalreporter.write_line(f"{key:52} {value}")
-    try:
-        CACHE.mkdir(parents=True, exist_ok=True)
-        (CACHE / "e2e-metrics.json").write_text(json.dumps(METRICS, indent=2) + "\n")
-        terminalreporter.write_line(f"(also in {CACHE / 'e2e-metrics.json'})")
-    except OSError:
-        pass
+    missing = EXPECTED - METRICS.keys()
+    if exitstatus != 0 or missing:
+        why = f"exit status {exitstatus}" if exitstatus != 0 else f"not measured: {', '.join(sorted(missing))}"
+        terminalreporter.write_line(f"({RESULTS.relative_to(REPO)} left alone: {why})")
+        return
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps({**stamp(), **METRICS}, indent=2) + "\n")
+    terminalreporter.write_line(f"(written to {RESULTS.relative_to(REPO)}; regenerate the docs: "
+                                "python3 scripts/figures.py)")

@@ -15,6 +15,9 @@ step "Python venv (.venv) with pyfunc and its test dependencies, from scripts/lo
 .venv/bin/python -m pip install -q --disable-pip-version-check --require-hashes -r scripts/locks/test.lock
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 
+step "Figures: stale results"
+.venv/bin/python scripts/figures.py --stale
+
 step "ruff"
 .venv/bin/ruff check .
 

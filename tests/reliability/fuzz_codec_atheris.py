@@ -10,7 +10,8 @@ Run (optional, not in CI; ``pip install atheris`` first):
     .venv/bin/python tests/reliability/fuzz_codec_atheris.py -atheris_runs=200000
 
 Each input is split into an environ (content type + ce- headers, as WSGI latin-1 strings) and a
-body. The figures (runs, wall time) are written to results/atheris.json.
+body. The figures (runs, wall time), stamped with commit/dirty/date, are written to
+results/atheris.json (README.md and docs/reliability.md are generated from it: scripts/figures.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ import time
 from pathlib import Path
 
 import atheris
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+from provenance import stamp  # noqa: E402 - tooling, not shipped; imported before instrumenting
 
 with atheris.instrument_imports():
     from pyfunc import codec
@@ -65,7 +69,7 @@ def main() -> None:
 
     def report() -> None:
         results.mkdir(exist_ok=True)
-        figures = {"runs": RUNS[0], "seconds": round(time.monotonic() - started, 1), "crashes": 0}
+        figures = {**stamp(), "runs": RUNS[0], "seconds": round(time.monotonic() - started, 1), "crashes": 0}
         (results / "atheris.json").write_text(json.dumps(figures, indent=2) + "\n")
         print(f"atheris: {figures}")
 

@@ -1,18 +1,22 @@
 """Helpers shared by the reliability tests and tools (a module of its own: ``conftest`` is ambiguous to import).
 
 Why a results folder: the figures measured here (fuzz examples tried, soak RSS slope, overload
-shed rate) are cited by docs/reliability.md, so each run leaves them in results/*.json.
+shed rate) are cited by README.md and docs/reliability.md, which scripts/figures.py generates
+from results/*.json; each file carries the commit, dirty flag and date it was measured at.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import time
+import sys
 from pathlib import Path
 from typing import Any
 
 import rawhttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+from provenance import stamp  # noqa: E402 - tooling shared with bench/ and e2e/, not shipped
 
 RESULTS = Path(__file__).parent / "results"
 LONG = os.environ.get("PYFUNC_RELIABILITY_LONG", "") not in ("", "0")
@@ -27,11 +31,12 @@ def handler(event):
 
 
 def record(name: str, figures: dict[str, Any]) -> Path:
-    """Write measured figures to results/NAME.json (short and long forms go to separate files)."""
+    """Write measured figures, stamped with commit/dirty/date, to results/NAME.json (short and long
+    forms go to separate files)."""
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}{'-long' if LONG else ''}.json"
-    figures = {"recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **figures}
-    path.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
+    figures = {**stamp(), **json.loads(json.dumps(figures, sort_keys=True))}  # provenance first
+    path.write_text(json.dumps(figures, indent=2) + "\n")
     print(f"\n{name}: {json.dumps(figures, sort_keys=True)}")
     return path
 

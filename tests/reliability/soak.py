@@ -37,7 +37,7 @@ from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).parent))
 import rawhttp  # noqa: E402
-from reliability_support import ECHO, RESULTS  # noqa: E402
+from reliability_support import ECHO, RESULTS, stamp  # noqa: E402
 
 CE = {"ce-specversion": "1.0", "ce-source": "/soak", "ce-type": "soak.event"}
 
@@ -256,7 +256,7 @@ def main() -> int:
     figures["passed"] = bool(
         figures["unexpected_errors"] == 0 and figures["requests"] == args.requests and figures["post_soak_request_ok"]
         and figures["server_exit_code"] == 0 and slope is not None and slope < args.max_slope)
-    figures["recorded_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    figures = {**stamp(), **figures}
     Path(args.output).parent.mkdir(exist_ok=True)
     Path(args.output).write_text(json.dumps(figures, indent=2) + "\n")
     print(json.dumps({k: v for k, v in figures.items() if k != "rss_samples"}, indent=2))

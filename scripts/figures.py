@@ -1,0 +1,410 @@
+#!/usr/bin/env python3
+"""Render the figures quoted by README.md and docs/ from the results files, so they are never older
+than the measurement behind them.
+
+Every figures block in the docs sits between markers; this script owns what is in between:
+
+    <!-- figures:bench-throughput -->
+    ...generated, with the commit and date of the results file it came from...
+    <!-- /figures -->
+
+    python3 scripts/figures.py           rewrite every block from bench/, tests/reliability/, e2e/ results
+    python3 scripts/figures.py --check   exit 1 if a block differs from what the results say (CI: tests/test_figures.py)
+    python3 scripts/figures.py --stale   warn about results measured before the last runtime/ change,
+                                         on a dirty tree, or at no known commit (exit 0: informational)
+
+Stdlib only, so it runs with any python3 and without the project's venv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = "bench/results/latest.json"
+CONTAINERS = "e2e/results/containers.json"
+RELIABILITY = "tests/reliability/results"
+RESULTS_GLOBS = ["bench/results/*.json", "bench/results/*/*.json", f"{RELIABILITY}/*.json", "e2e/results/*.json"]
+# Files whose figures are generated. docs/quickstart.md (and the README's Quickstart) quote none.
+DOCS = ["README.md", "docs/reliability.md", "docs/security.md", "bench/README.md"]
+BLOCK = re.compile(r"(<!-- figures:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /figures -->)", re.S)
+PROVENANCE = ("commit", "dirty", "date")
+
+# bench/run.py's server keys, in the README's column order, and the pip name that gives the version.
+SERVERS = {"raw": ("raw waitress", None), "pyfunc": ("**pyfunc**", None),
+           "funcpy": ("func-python", "func-python"), "ff": ("functions-framework", "functions-framework"),
+           "flask": ("Flask + SDK", None), "pyfunc010": ("pyfunc-invoker 0.1.0", None)}
+KINDS = {"hello": "HTTP hello", "binary": "binary CloudEvent echo", "structured": "structured CloudEvent echo",
+         "batch": "batch of 10 events"}
+
+
+# ---- reading results --------------------------------------------------------------------------------
+
+
+def load(rel: str) -> Optional[dict[str, Any]]:
+    """A results file, or None when it was never written (its block then says how to produce it)."""
+    path = REPO / rel
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def measured(data: dict[str, Any]) -> str:
+    """`7afbd59` (dirty tree), 2026-11-25: what every figure is shown next to."""
+    commit = f"`{data['commit'][:7]}`" if data.get("commit") else "no commit recorded"
+    dirty = " (dirty tree)" if data.get("dirty") else ""
+    return f"{commit}{dirty}, {data['date'][:10] if data.get('date') else 'no date recorded'}"
+
+
+def source_line(rel: str, data: dict[str, Any]) -> str:
+    return f"*Measured at {measured(data)} · `{rel}`*"
+
+
+def missing(rel: str, how: str) -> str:
+    return f"*Not measured yet: `{rel}` is written by {how}; then run `python3 scripts/figures.py`.*\n"
+
+
+# ---- bench ------------------------------------------------------------------------------------------
+
+
+def median(values: list[float]) -> Optional[float]:
+    return statistics.median(values) if values else None
+
+
+def server_label(res: dict[str, Any], server: str) -> str:
+    """The column title, with the version pip actually installed for that run."""
+    label, package = SERVERS[server]
+    for line in res.get("versions", {}).get(server, []) if package else []:
+        if line.lower().startswith(package + "=="):
+            return f"{label} {line.split('==')[1]}"
+    return label
+
+
+def rps(res: dict[str, Any], server: str, scenario: str) -> Optional[float]:
+    cell = res["cells"].get(f"{server}/{scenario}")
+    return None if not cell or cell.get("error") else cell["agg"]["rps"]["median"]
+
+
+def cpu(res: dict[str, Any], server: str, scenario: str) -> Optional[float]:
+    cell = res["cells"].get(f"{server}/{scenario}")
+    return None if not cell or cell.get("error") else cell["agg"]["cpu_us_per_req"]["median"]
+
+
+def ratio(res: dict[str, Any], server: str, scenario: str) -> str:
+    """Throughput of a server ÷ the raw-waitress limit, in the same scenario and run."""
+    mine, limit = rps(res, server, scenario), rps(res, "raw", scenario)
+    if f"{server}/{scenario}" not in res["cells"]:
+        return "n/a"
+    if mine is None or not limit:
+        return "FAIL"
+    dagger = " †" if server == "ff" and not scenario.startswith("hello") else ""
+    return f"{mine / limit:.2f}{dagger}"
+
+
+def bench_throughput() -> str:
+    res = load(BENCH)
+    if res is None:
+        return missing(BENCH, "`python3 bench/run.py`")
+    servers = [s for s in SERVERS if s in res["servers"]]
+    rows = ["| scenario | " + " | ".join(server_label(res, s) for s in servers) + " |",
+            "|---|" + "---|" * len(servers)]
+    for scn in res["scenarios"]:
+        size = ", " + re.sub(r"(\d+)", r"\1 ", scn["size"]) if scn["size"] else ""
+        cells = [f"{rps(res, 'raw', scn['id']) or 0:,.0f} req/s"]
+        cells += [f"**{ratio(res, s, scn['id'])}**" if s == "pyfunc" else ratio(res, s, scn["id"])
+                  for s in servers[1:]]
+        rows.append(f"| {KINDS[scn['kind']]}{size}, c{scn['conc']} | " + " | ".join(cells) + " |")
+    targets = [scn["id"] for scn in res["scenarios"]
+               if scn["kind"] in ("hello", "binary", "structured") and scn["conc"] in (8, 64) and scn["size"] in
+               (None, "100B")]
+    cpu_ratios = [cpu(res, "raw", t) / cpu(res, "pyfunc", t) for t in targets
+                  if cpu(res, "raw", t) and cpu(res, "pyfunc", t)]
+    note = (f"CPU per request, limit ÷ pyfunc, over the target rows: {min(cpu_ratios):.2f}–{max(cpu_ratios):.2f}."
+            if cpu_ratios else "")
+    return "\n".join(rows) + f"\n\n{note}\n{source_line(BENCH, res)}\n"
+
+
+def bench_cold_start() -> str:
+    res = load(BENCH)
+    if res is None:
+        return missing(BENCH, "`python3 bench/run.py`")
+    rows = ["| server | cold start, HTTP hello | cold start, CloudEvent function | RSS idle, HTTP hello | "
+            "RSS idle, CloudEvent function |", "|---|---|---|---|---|"]
+
+    def fmt(values: list[float], unit: str) -> str:
+        m = median(values)
+        return "–" if m is None else (f"{m:.0f} ms" if unit == "ms" else f"{m:.1f} MB")
+
+    for server in (s for s in SERVERS if s in res["cold_start"]):
+        c = res["cold_start"][server]
+        name = server_label(res, server)
+        rows.append(f"| {name} | {fmt(c['samples_ms'], 'ms')} | {fmt(c['ce_samples_ms'], 'ms')} | "
+                    f"{fmt(c['rss_idle_mb'], 'MB')} | {fmt(c['ce_rss_idle_mb'], 'MB')} |")
+        if c.get("req_samples_ms"):
+            rows.append(f"| {name.strip('*')}, HTTP function that reads `req` (imports Flask) | "
+                        f"{fmt(c['req_samples_ms'], 'ms')} | | {fmt(c['req_rss_idle_mb'], 'MB')} | |")
+    reps = res["meta"].get("cold_reps")
+    return ("\n".join(rows) + f"\n\nProcess spawn → first HTTP 200, median of {reps}; RSS of the process tree "
+            f"0.3 s later.\n{source_line(BENCH, res)}\n")
+
+
+def bench_cost() -> str:
+    res = load(BENCH)
+    if res is None:
+        return missing(BENCH, "`python3 bench/run.py`")
+
+    def us(server: str, scenario: str, per: int = 1) -> str:
+        value = cpu(res, server, scenario)
+        return "–" if value is None else (f"{value / per / 1000:.1f} ms" if value / per >= 1000
+                                          else f"{value / per:.0f} µs")
+
+    scns = ("binary-100B-c8", "binary-10KB-c8", "binary-1MB-c8")
+    mine, limit = [us("pyfunc", s) for s in scns], [us("raw", s) for s in scns]
+    return (f"CPU per request (c8): {mine[0]} at 100 B, {mine[1]} at 10 KB, {mine[2]} at 1 MB "
+            f"(the limit: {', '.join(limit)}); a batch of 10 costs {us('pyfunc', 'batch-100B-c8', 10)} per event "
+            f"(the limit: {us('raw', 'batch-100B-c8', 10)}).\n{source_line(BENCH, res)}\n")
+
+
+def bench_compare() -> str:
+    res = load(BENCH)
+    if res is None:
+        return missing(BENCH, "`python3 bench/run.py`")
+    servers = [s for s in ("pyfunc", "ff", "funcpy", "pyfunc010") if s in res["servers"]]
+    cold = res["cold_start"]
+
+    def pair(server: str, a: str, b: str) -> str:
+        return f"{ratio(res, server, a)} / {ratio(res, server, b)}".replace(" †", "") + (
+            " (no reply)" if server == "ff" and not a.startswith("hello") else "")
+
+    def cold_ms(server: str) -> str:
+        m = median(cold.get(server, {}).get("ce_samples_ms", []))
+        return "–" if m is None else f"{m:.0f} ms"
+
+    def rss(server: str) -> str:
+        m = median(cold.get(server, {}).get("ce_rss_idle_mb", []))
+        return "–" if m is None else f"{m:.1f} MB"
+
+    rows = [("CE echo throughput, ratio to the limit (c8 / c64)",
+             lambda s: pair(s, "binary-100B-c8", "binary-100B-c64")),
+            ("HTTP hello throughput, ratio to the limit (c8 / c64)", lambda s: pair(s, "hello-c8", "hello-c64")),
+            ("cold start, CloudEvent function", cold_ms), ("idle RSS, CloudEvent function", rss)]
+    lines = ["| measured | " + " | ".join(server_label(res, s) for s in servers) + " |",
+             "|---|" + "---|" * len(servers)]
+    lines += [f"| {what} | " + " | ".join(f(s) for s in servers) + " |" for what, f in rows]
+    return "\n".join(lines) + f"\n\n{source_line(BENCH, res)}\n"
+
+
+def bench_run_time() -> str:
+    res = load(BENCH)
+    if res is None:
+        return missing(BENCH, "`python3 bench/run.py`")
+    m = res["meta"]
+    return (f"The last full run (`{m['command'].strip()}`: {m['rounds']} rounds, {len(res['servers'])} servers, "
+            f"{len(res['scenarios'])} scenarios) took {m['elapsed_s'] / 60:.0f} min on {m['nproc']} cores.\n"
+            f"{source_line(BENCH, res)}\n")
+
+
+# ---- containers (e2e) -------------------------------------------------------------------------------
+
+
+def bench_docker() -> str:
+    """The bench also times images and `docker run` (when docker is up): shown until the e2e has."""
+    res = load(BENCH)
+    docker = res.get("docker", {}) if res else {}
+    if not docker.get("images"):
+        return ""
+    sizes = ", ".join(f"`{image}` {size:.1f} MB" for image, size in docker["images"].items() if size)
+    run = median(docker.get("run_to_first_200_ms", []))
+    run_text = f"; `docker run` → first HTTP 200: {run:.0f} ms (median)" if run is not None else ""
+    return f"The bench's container figures: {sizes}{run_text}.\n{source_line(BENCH, res)}\n"
+
+
+def containers() -> str:
+    data = load(CONTAINERS)
+    if data is None:
+        return missing(CONTAINERS, "a passing e2e run (`scripts/test.sh`)") + "\n" + bench_docker()
+    rows = [("`pyfunc/base` image", f"{data['base_image_mb']} MB"),
+            ("a function image on top of the base",
+             f"{data['function_image_added_mb.cloudevent-echo']} MB (cloudevent-echo), "
+             f"{data['function_image_added_mb.with-requirements']} MB with `humanize`"),
+            ("first `pack build` (cloudevent-echo)", f"{data['first_build_s.cloudevent-echo']} s"),
+            ("first build with a `requirements.txt` from PyPI", f"{data['first_build_s.with-requirements']} s"),
+            ("first build with vendored wheels, `--network none`",
+             f"{data['first_build_s.vendored-wheels (offline)']} s"),
+            ("rebuild, no change / only `handler.py` edited",
+             f"{data['rebuild_s.with-requirements.no-change']} s / "
+             f"{data['rebuild_s.with-requirements.handler-only']} s"),
+            ("`docker run` → first 200 (median of 3)",
+             f"{data['cold_start_s.cloudevent-echo median of 3']:.2f} s"),
+            ("`docker stop` with a 3 s request in flight",
+             f"the request answered, exit 0, in {data['sigterm_drain_stop_s (3 s request in flight)']} s")]
+    table = ["| figure | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
+    return "\n".join(table) + f"\n\n{source_line(CONTAINERS, data)}\n"
+
+
+def image_sizes() -> str:
+    data = load(CONTAINERS)
+    if data is None:
+        return missing(CONTAINERS, "a passing e2e run (`scripts/test.sh`)")
+    return (f"| image | size |\n|---|---|\n| `pyfunc/base` | {data['base_image_mb']} MB |\n"
+            f"| `pyfunc/build` | {data['build_image_mb']} MB |\n| `pyfunc/builder` | {data['builder_image_mb']} MB |\n"
+            f"| a function image, over the base | cloudevent-echo "
+            f"{data['function_image_added_mb.cloudevent-echo']} MB, with-requirements (`humanize`) "
+            f"{data['function_image_added_mb.with-requirements']} MB |\n\n{source_line(CONTAINERS, data)}\n")
+
+
+# ---- reliability ------------------------------------------------------------------------------------
+
+
+def _fuzz(d: dict[str, Any]) -> str:
+    fives = d.get("server_log_5xx", int(bool(d.get("server_log_has_5xx"))))
+    per_mode = ", ".join(f"{m} {'/'.join(f'{n:,}×{s}' for s, n in sorted(st.items()))}"
+                         for m, st in sorted(d["statuses"].items()))
+    return f"{d['total_examples']:,} examples, 5xx in the server log: {fives}; statuses: {per_mode}"
+
+
+def _soak(d: dict[str, Any]) -> str:
+    text = (f"{d['requests']:,} requests in {d['seconds']:.0f} s ({d['requests_per_second']:,} req/s, "
+            f"{d['client_threads']} client threads), {d['unexpected_errors']} unexpected errors "
+            f"({d['by_kind'].get('malformed', 0):,} malformed requests got their 400); RSS {d['rss_start_mb']} → "
+            f"{d['rss_end_mb']} MiB (max {d['rss_max_mb']}); least-squares slope over the second half "
+            f"**{d['rss_slope_second_half_bytes_per_10k']:,} bytes per 10,000 requests** "
+            f"(bound {d.get('max_slope_bytes_per_10k', 16 * 1024) / 1024:.0f} KiB)")
+    return text + f"; server exit {d['server_exit_code']}, {d['server_log_tracebacks']} tracebacks in its log"
+
+
+def _overload(d: dict[str, Any]) -> str:
+    out = d["outcomes"]
+    return (f"{d['clients']} clients vs ~{d['max_concurrency'] * 1000 / d['handler_ms']:.0f} req/s capacity "
+            f"({d['threads']} threads, max concurrency {d['max_concurrency']}, connection limit "
+            f"{d['connection_limit']}, {d['handler_ms']} ms handler), {d['load_seconds']} s: {d['requests']:,} "
+            f"requests, {out.get('200', 0):,} × 200 and {out.get('429', 0):,} × 429 (shed rate "
+            f"{d['shed_rate']:.0%}), {len(d['failures'])} failures; accepted latency p50 "
+            f"{d['accepted_latency_p50_s']} s, p99 {d['accepted_latency_p99_s']} s, max "
+            f"{d['accepted_latency_max_s']} s; the first request after the load: {d['first_request_after_load']}, "
+            f"{d['recovery_seconds']} s after it stopped")
+
+
+def _drain(d: dict[str, Any]) -> str:
+    out = d["outcomes"]
+    return (f"SIGTERM during overload: {out.get('200', 0):,} completed with the right body, "
+            f"{out.get('refused', 0):,} refused, {len(d['failures'])} lost; exit {d['exit_code']}")
+
+
+RELIABILITY_ROWS: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
+    ("hypothesis fuzz, CI form", "fuzz.json", _fuzz),
+    ("hypothesis fuzz, long form", "fuzz-long.json", _fuzz),
+    ("atheris over `codec.decode_request`", "atheris.json",
+     lambda d: f"{d['runs']:,} runs in {d['seconds']:.0f} s, {d['crashes']} crashes"),
+    ("soak, CI form", "soak.json", _soak),
+    ("soak, long form", "soak-long.json", _soak),
+    ("overload", "overload.json", _overload),
+    ("drain during overload", "drain-overload.json", _drain),
+]
+
+
+def reliability() -> str:
+    rows = ["| what | figure | measured at |", "| --- | --- | --- |"]
+    for what, name, render in RELIABILITY_ROWS:
+        rel = f"{RELIABILITY}/{name}"
+        data = load(rel)
+        figure = render(data) if data else "not measured yet"
+        rows.append(f"| {what} (`{name}`) | {figure} | {measured(data) if data else '–'} |")
+    return "\n".join(rows) + "\n"
+
+
+RENDERERS: dict[str, Callable[[], str]] = {
+    "bench-throughput": bench_throughput, "bench-cold-start": bench_cold_start, "bench-cost": bench_cost,
+    "bench-compare": bench_compare, "bench-run-time": bench_run_time, "containers": containers,
+    "image-sizes": image_sizes, "reliability": reliability,
+}
+
+
+# ---- the docs ---------------------------------------------------------------------------------------
+
+
+def render(text: str) -> str:
+    """TEXT with every figures block re-rendered; an unknown block name is an error, not a silent skip."""
+    def one(m: re.Match) -> str:
+        if m["name"] not in RENDERERS:
+            raise SystemExit(f"unknown figures block {m['name']!r}; known: {', '.join(RENDERERS)}")
+        return m.group(1) + RENDERERS[m["name"]]() + m.group(4)
+    return BLOCK.sub(one, text)
+
+
+def blocks() -> dict[str, list[str]]:
+    """Block name → the docs it appears in (tests check that every renderer is used somewhere)."""
+    found: dict[str, list[str]] = {}
+    for doc in DOCS:
+        for m in BLOCK.finditer((REPO / doc).read_text()):
+            found.setdefault(m["name"], []).append(doc)
+    return found
+
+
+# ---- staleness --------------------------------------------------------------------------------------
+
+
+def git(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True)
+
+
+def stale_reasons(data: dict[str, Any], runtime_head: str) -> list[str]:
+    """Why the figures in DATA may not describe today's runtime (empty: they do)."""
+    commit = data.get("commit")
+    if not commit:
+        return ["no commit recorded"]
+    reasons = ["measured on a dirty tree"] if data.get("dirty") else []
+    if git("merge-base", "--is-ancestor", commit, "HEAD").returncode != 0:
+        return reasons + [f"commit {commit[:7]} is not in this branch's history"]
+    if git("merge-base", "--is-ancestor", runtime_head, commit).returncode != 0:
+        reasons.append(f"measured at {commit[:7]}, before the last runtime/ change {runtime_head[:7]}")
+    return reasons
+
+
+def results_files() -> list[Path]:
+    return sorted({p for pattern in RESULTS_GLOBS for p in REPO.glob(pattern)})
+
+
+def stale() -> list[str]:
+    runtime_head = git("log", "-1", "--format=%H", "--", "runtime/").stdout.strip()
+    warnings = []
+    for path in results_files():
+        reasons = stale_reasons(json.loads(path.read_text()), runtime_head)
+        if reasons:
+            warnings.append(f"WARNING: stale figures: {path.relative_to(REPO)}: {'; '.join(reasons)}")
+    return warnings
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true", help="exit 1 if a generated block is out of date")
+    mode.add_argument("--stale", action="store_true", help="warn about results older than the runtime (exit 0)")
+    args = parser.parse_args()
+    if args.stale:
+        warnings = stale()
+        print("\n".join(warnings) if warnings else "figures: every results file is current")
+        return 0
+    outdated = []
+    for doc in DOCS:
+        path = REPO / doc
+        text = path.read_text()
+        new = render(text)
+        if new != text:
+            outdated.append(doc)
+            if not args.check:
+                path.write_text(new)
+    if args.check and outdated:
+        print(f"figures out of date in {', '.join(outdated)}: run python3 scripts/figures.py", file=sys.stderr)
+        return 1
+    print(f"figures: {'rewrote ' + ', '.join(outdated) if outdated and not args.check else 'up to date'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
