@@ -4,8 +4,9 @@ They assume scripts/install-tools.sh and scripts/build-images.sh ran (scripts/te
 docker is up, pack is in the cache's tools/bin, and the pyfunc/builder image exists.
 Each example is built once per session; figures (sizes, build times, start latency) are printed at
 the end of the run. A passing run that measured every figure writes them, stamped with the commit,
-dirty flag and date, to e2e/results/containers.json, which README.md and docs/security.md are
-generated from (scripts/figures.py); a partial or failing run leaves that file alone.
+dirty flag and date, to e2e/results/containers.json (with PYFUNC_RECORD=1; else to the cache),
+which README.md and docs/security.md are generated from (scripts/figures.py); a partial or failing
+run leaves that file alone.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from pyfunc_e2e import (
 )
 
 sys.path.insert(0, str(REPO / "scripts"))
-from provenance import stamp  # noqa: E402 - commit/dirty/date of every results file
+from provenance import destination, stamp  # noqa: E402 - commit/dirty/date of every results file
 
 RESULTS = REPO / "e2e" / "results" / "containers.json"
 # What a full run measures; only a run that has all of them replaces the results file.
@@ -140,7 +141,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # no
         why = f"exit status {exitstatus}" if exitstatus != 0 else f"not measured: {', '.join(sorted(missing))}"
         terminalreporter.write_line(f"({RESULTS.relative_to(REPO)} left alone: {why})")
         return
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({**stamp(), **METRICS}, indent=2) + "\n")
-    terminalreporter.write_line(f"(written to {RESULTS.relative_to(REPO)}; regenerate the docs: "
-                                "python3 scripts/figures.py)")
+    # Into the repo only for a deliberate measurement run (PYFUNC_RECORD=1), else into the cache.
+    path = destination(RESULTS)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**stamp(), **METRICS}, indent=2) + "\n")
+    then = "regenerate the docs: python3 scripts/figures.py" if path == RESULTS else "PYFUNC_RECORD=1 writes the repo's"
+    terminalreporter.write_line(f"(written to {path}; {then})")

@@ -9,6 +9,7 @@ This module is tooling, not part of the shipped package: it only needs git and t
 from __future__ import annotations
 
 import datetime
+import os
 import subprocess
 from pathlib import Path
 from typing import Any, Optional
@@ -43,3 +44,17 @@ def stamp() -> dict[str, Any]:
     commit = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain", "--", ".", _NOT_CODE)
     return {"commit": commit, "dirty": commit is None or status is None or bool(status), "date": utc_now()}
+
+
+def destination(path: Path) -> Path:
+    """Where a test run writes the results file that belongs at ``path`` (inside the repo).
+
+    The figures in README/docs are generated from the committed results files, so an ordinary test
+    run (CI) must not rewrite them: its figures go to the same relative path under
+    ``${PYFUNC_CACHE:-~/.cache/pyfunc}/results`` and are printed. A deliberate measurement run sets
+    ``PYFUNC_RECORD=1`` and writes the repo's file, to be committed with regenerated docs.
+    """
+    if os.environ.get("PYFUNC_RECORD", "") not in ("", "0"):
+        return path
+    cache = Path(os.environ.get("PYFUNC_CACHE") or Path.home() / ".cache" / "pyfunc")
+    return cache / "results" / path.resolve().relative_to(REPO)

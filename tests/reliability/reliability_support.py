@@ -16,7 +16,7 @@ from typing import Any
 import rawhttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-from provenance import stamp  # noqa: E402 - tooling shared with bench/ and e2e/, not shipped
+from provenance import destination, stamp  # noqa: E402 - tooling shared with bench/ and e2e/, not shipped
 
 RESULTS = Path(__file__).parent / "results"
 LONG = os.environ.get("PYFUNC_RELIABILITY_LONG", "") not in ("", "0")
@@ -32,9 +32,9 @@ def handler(event):
 
 def record(name: str, figures: dict[str, Any]) -> Path:
     """Write measured figures, stamped with commit/dirty/date, to results/NAME.json (short and long
-    forms go to separate files)."""
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{name}{'-long' if LONG else ''}.json"
+    forms go to separate files); only with PYFUNC_RECORD=1, else to the cache (provenance.destination)."""
+    path = destination(RESULTS / f"{name}{'-long' if LONG else ''}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
     figures = {**stamp(), **json.loads(json.dumps(figures, sort_keys=True))}  # provenance first
     path.write_text(json.dumps(figures, indent=2) + "\n")
     print(f"\n{name}: {json.dumps(figures, sort_keys=True)}")
