@@ -495,7 +495,8 @@ def dump_json(value: Any) -> bytes:
     try:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_json_default).encode()
     except (TypeError, ValueError, RecursionError) as exc:
-        raise InvalidReply(f"the reply data cannot be encoded as JSON: {exc}") from None
+        # The exception's message stays out of the 500 body (the app logs it as the cause).
+        raise InvalidReply("the reply data cannot be encoded as JSON") from exc
 
 
 def _json_default(value: Any) -> Any:
