@@ -533,7 +533,7 @@ def encode_binary(attributes: dict[str, Any], data: Any) -> tuple[list[tuple[str
 
 def event_to_json(attributes: dict[str, Any], data: Any) -> dict[str, Any]:
     """json §3: attributes as members; bytes → ``data_base64``; JSON data stored as a JSON value."""
-    obj = {
+    obj: dict[str, Any] = {
         name: value if isinstance(value, (str, int, bool)) else canonical_string(value)
         for name, value in attributes.items()
     }
@@ -542,7 +542,8 @@ def event_to_json(attributes: dict[str, Any], data: Any) -> dict[str, Any]:
     ):
         # JSON format v0.3 has no data_base64: binary data is a base64 string in "data",
         # flagged by datacontentencoding "base64" (what the decoder above reads back).
-        raw = _data_bytes(data, obj.get("datacontenttype"))[0]
+        content_type = obj.get("datacontenttype")
+        raw = _data_bytes(data, content_type if isinstance(content_type, str) else None)[0]
         obj["datacontentencoding"] = "base64"
         obj["data"] = base64.b64encode(raw).decode("ascii")
     elif isinstance(data, (bytes, bytearray, memoryview)):
