@@ -171,6 +171,7 @@ class FunctionApp:
         self.default_source = default_source(loaded)
         self.reply_mode = None if config.reply_mode == "auto" else config.reply_mode
         self.access_log = config.access_log
+        self.debug = config.debug
 
     def enable_tracing(self) -> bool:
         """Wrap each invocation in an OpenTelemetry span if tracing is turned on (see ``tracing``).
@@ -244,7 +245,9 @@ class FunctionApp:
                 result = self._run_async(result, 5.0)
         except Exception as exc:
             logger.exception("the %s() hook raised", which)
-            return _health_response(False, f"{which}() raised {type(exc).__name__}")
+            # The probe body is public like a 500's: it names the exception only with PYFUNC_DEBUG.
+            return _health_response(False, f"{which}() raised {_exception_text(exc)}" if self.debug
+                                    else f"{which}() raised an exception; the traceback is in the log")
         if isinstance(result, tuple):
             ok, message = bool(result[0]), str(result[1]) if len(result) > 1 else ""
         else:
@@ -313,8 +316,13 @@ class FunctionApp:
             logger.error("invocation timed out after %ss", self.config.timeout)
             return problem(504, "timeout", f"the function did not finish within {self.config.timeout}s")
         except InvalidReply as exc:
-            logger.error("invalid reply from %s: %s", self.loaded.qualname, exc)
-            return problem(500, "invalid-reply", str(exc))
+            # The detail is pyfunc's own description of the reply's shape; the exception behind
+            # it (say, json's TypeError) goes only to the log, and to the body with PYFUNC_DEBUG.
+            cause = exc.__cause__
+            logger.error("invalid reply from %s: %s%s", self.loaded.qualname, exc,
+                         f" ({_exception_text(cause)})" if cause is not None else "")
+            extra = {"exception": _exception_text(cause)} if self.debug and cause is not None else {}
+            return problem(500, "invalid-reply", str(exc), **extra)
         except BaseException as exc:  # noqa: B036 - a handler's SystemExit must not end the server
             http_exception = _http_exception_response(exc)
             if http_exception is not None:
@@ -322,8 +330,14 @@ class FunctionApp:
             # Even GeneratorExit: _handle is no generator, so it can only come from the handler, and
             # re-raised it left the connection hanging with no response (waitress only logs it).
             logger.error("%s raised %s", self.loaded.qualname, type(exc).__name__, exc_info=exc)
-            return problem(500, "function-error",
-                           f"the function raised {type(exc).__name__}; the traceback is in the log")
+            # A 500 body names no exception class or message: either can carry internals (paths,
+            # SQL, keys) to whoever sent the request. The log has the traceback; PYFUNC_DEBUG
+            # puts class and message in the body for local use.
+            if self.debug:
+                return problem(500, "function-error",
+                               f"the function raised {_exception_text(exc)}; the traceback is in the log",
+                               exception=_exception_text(exc))
+            return problem(500, "function-error", "the function raised an exception; the traceback is in the log")
 
     def _handle_batch(self, environ: dict[str, Any], body: bytes, request: Any, events: list[Event]) -> Any:
         """binding §3.3: one call per event, in order; the replies go back as one batch."""
@@ -407,6 +421,12 @@ def _read_body(environ: dict[str, Any]) -> bytes:
 
 def _status_of(response: Any) -> int:
     return response.status if isinstance(response, Response) else getattr(response, "status_code", 0)
+
+
+def _exception_text(exc: BaseException) -> str:
+    """``ValueError: message`` (the class alone when the message is empty), for the log and PYFUNC_DEBUG."""
+    message = str(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 def _http_exception_response(exc: BaseException) -> Any:

@@ -54,18 +54,60 @@ _NEEDS_PERCENT = re.compile(r'[^\x21\x23\x24\x26-\x7e]')
 # Content-Type is a plain HTTP header, not percent-encoded: printable ASCII and spaces only.
 _PRINTABLE_HEADER = re.compile(r"[\x20-\x7e]*\Z")
 
+# Names that can never be context attributes. spec §"Attribute Naming Convention" (v1.0.3-wip):
+# "CloudEvent attributes MUST NOT have the name `data`; this name is reserved as it is used in
+# some event formats". ``data_base64`` is the JSON format's other data member (json §3.1.2),
+# never an attribute either (its underscore already breaks the naming convention).
+_RESERVED_NAMES = ("data", "data_base64")
+
+# RFC 3339 §5.6 ``date-time``: full-date "T" partial-time time-offset. The ABNF is
+# case-insensitive, and §5.6's note allows a lower-case "t" and "z" explicitly. Field ranges
+# (month, day of month, hour...) are checked in _check_time: a regex cannot say "30 February".
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.\d+)?(?:[Zz]|[+-](\d\d):(\d\d))\Z", re.ASCII
+)
+_DAYS_IN_MONTH = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # February: leap years checked apart
+
+# CloudEvents 0.3 ``datacontentencoding`` (spec v0.3 §"datacontentencoding", RFC 2045 §6.1):
+# "base64" means the data is base64 text of the real bytes; the identity encodings change
+# nothing. Values are case-insensitive (RFC 2045 §6.1).
+_IDENTITY_ENCODINGS = ("7bit", "8bit", "binary")
+
 
 class Event:
-    """A decoded CloudEvent: its context attributes (exactly as sent) and its data."""
+    """A decoded CloudEvent: its context attributes (exactly as sent) and its data.
 
-    __slots__ = ("attributes", "data")
+    ``null_data`` tells an explicit JSON ``null`` data (``"data": null`` in structured or batch
+    mode, a ``null`` body with a JSON Content-Type in binary mode) from no data at all: json
+    §3.1.1 keeps them apart, but ``data`` is None for both, and the cloudevents SDK's
+    ``CloudEvent`` cannot tell them apart either (its ``data`` is None for both, and it drops
+    the member on output). So pyfunc keeps the difference here: the handler sees ``None``, and
+    an event echoed back (the SDK object pyfunc handed over, returned with its data still None)
+    goes out with ``"data": null`` again. A reply given as ``(attributes, None)`` has no data.
+    """
 
-    def __init__(self, attributes: dict[str, Any], data: Any = None) -> None:
+    __slots__ = ("attributes", "data", "null_data")
+
+    def __init__(self, attributes: dict[str, Any], data: Any = None, null_data: bool = False) -> None:
         self.attributes = attributes
         self.data = data
+        self.null_data = null_data
 
     def __repr__(self) -> str:
-        return f"Event({self.attributes!r}, data={self.data!r})"
+        null = ", null_data=True" if self.null_data else ""
+        return f"Event({self.attributes!r}, data={self.data!r}{null})"
+
+
+class _JsonNull:
+    """The reply data ``JSON_NULL``: an explicit ``"data": null``, not "no data" (None)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "JSON_NULL"
+
+
+JSON_NULL: Any = _JsonNull()
 
 
 # --------------------------------------------------------------------------- content types
@@ -175,6 +217,13 @@ def _check_attributes(attributes: dict[str, Any], where: str = "") -> None:
             f"{where}specversion {attributes['specversion']!r} is not supported "
             f"(supported: {', '.join(SUPPORTED_SPECVERSIONS)})",
         )
+    for name in _RESERVED_NAMES:
+        if name in attributes:
+            raise BadEvent(
+                "invalid-attribute",
+                f"{where}{name!r} cannot be a context attribute: the name is reserved for the event data "
+                f"(a ce-{name.replace('_', '-')} header is not allowed)",
+            )
     for name, value in attributes.items():
         if not _valid_name(name):
             raise BadEvent(
@@ -185,6 +234,37 @@ def _check_attributes(attributes: dict[str, Any], where: str = "") -> None:
         # code that reads it as a string (traceparent, the log fields) raise: a 500, not a 400.
         if not isinstance(value, (str, bool, int)):
             raise BadEvent("invalid-attribute", f"{where}attribute {name!r} must be a string, integer or boolean")
+    time_value = attributes.get("time")
+    if time_value is not None and not _is_rfc3339(time_value):
+        # spec §"time": "If present, MUST adhere to the format specified in RFC 3339"; json §2.2
+        # maps Timestamp to a JSON string, so a number or boolean is no time either.
+        raise BadEvent("invalid-time", f"{where}attribute 'time' is not an RFC 3339 timestamp: {time_value!r:.80}")
+
+
+def _is_rfc3339(value: Any) -> bool:
+    """RFC 3339 §5.6 ``date-time`` with its §5.7 ranges; a regex and a few int compares, no datetime.
+
+    Not ``datetime.fromisoformat``: before Python 3.11 it refuses "Z" and most fraction lengths,
+    from 3.11 on it accepts ISO 8601 forms RFC 3339 does not allow (week dates, no seconds, a
+    space or no separator), so it would answer differently by Python version.
+    """
+    match = _RFC3339.match(value) if isinstance(value, str) else None
+    if match is None:
+        return False
+    year, month, day, hour, minute, second, off_hour, off_minute = match.groups()
+    # Two ASCII digits each: comparing the strings is comparing the numbers, and cheaper.
+    # RFC 3339 §5.7: second 60 is a leap second (its exact validity depends on the UTC table).
+    if hour > "23" or minute > "59" or second > "60" or not ("01" <= month <= "12") or day == "00":
+        return False
+    if off_hour is not None and (off_hour > "23" or off_minute > "59"):
+        return False
+    d = int(day)
+    if d > _DAYS_IN_MONTH[int(month)]:
+        return False
+    if d == 29 and month == "02":
+        y = int(year)
+        return not (y % 4 or (y % 100 == 0 and y % 400))
+    return True
 
 
 def decode_data(body: bytes, content_type: Optional[str], *, guess: bool = False) -> Any:
@@ -230,7 +310,40 @@ def decode_binary(environ: dict[str, Any], body: bytes) -> Event:
     if content_type:
         attributes["datacontenttype"] = content_type
     _check_attributes(attributes)
-    return Event(attributes, decode_data(body, content_type, guess=not content_type))
+    if "datacontentencoding" in attributes and attributes["specversion"] == "0.3" and body:
+        body = _content_decoded(body, attributes["datacontentencoding"], "the body")
+    data = decode_data(body, content_type, guess=not content_type)
+    # A non-empty body that decodes to None is a JSON null: data present, and null.
+    return Event(attributes, data, data is None and bool(body))
+
+
+def _content_decoded(data: Any, encoding: Any, what: str, where: str = "") -> Any:
+    """CloudEvents 0.3 ``datacontentencoding``: the real bytes behind base64-encoded data.
+
+    Without this a 0.3 handler got the base64 text instead of its data (the SDK does the same).
+    Only 0.3 defines the attribute; in 1.0 it is an extension with no meaning, left alone.
+    """
+    if not isinstance(encoding, str):
+        raise BadEvent("invalid-attribute", f"{where}attribute 'datacontentencoding' must be a string")
+    name = encoding.strip().lower()
+    if name in _IDENTITY_ENCODINGS:
+        return data
+    if name != "base64":
+        raise BadEvent(
+            "unsupported-data-encoding",
+            f"{where}datacontentencoding {encoding!r:.80} is not supported (supported: base64, 7bit, 8bit, binary)",
+        )
+    if not isinstance(data, (str, bytes)):
+        raise BadEvent("invalid-data-encoding", f"{where}datacontentencoding is base64 but the data is not a string")
+    try:
+        # RFC 4648 §3.3: characters outside the alphabet are rejected, not skipped. Line breaks,
+        # which RFC 2045 base64 allows, are removed first.
+        text = data.replace("\r", "").replace("\n", "") if isinstance(data, str) else data.translate(None, b"\r\n")
+        return base64.b64decode(text, validate=True)
+    except ValueError:  # binascii.Error, or non-ASCII text
+        raise BadEvent(
+            "invalid-data-encoding", f"{where}datacontentencoding is base64 but {what} is not valid base64"
+        ) from None
 
 
 def _parse_json(body: bytes, what: str) -> Any:
@@ -248,6 +361,7 @@ def event_from_json(obj: Any, where: str = "") -> Event:
         raise BadEvent("invalid-event", f"{where}a CloudEvent must be a JSON object")
     attributes = dict(obj)
     has_b64 = "data_base64" in attributes
+    has_data = "data" in attributes
     data = attributes.pop("data", None)
     data_b64 = attributes.pop("data_base64", None)
     if has_b64 and "data" in obj:
@@ -263,9 +377,14 @@ def event_from_json(obj: Any, where: str = "") -> Event:
             data = base64.b64decode(data_b64, validate=True)
         except ValueError:
             raise BadEvent("invalid-event", f"{where}'data_base64' is not valid base64") from None
+    elif "datacontentencoding" in attributes and attributes["specversion"] == "0.3" and data is not None:
+        # JSON format v0.3 §3.1: with datacontentencoding "base64" the data member is the
+        # base64 string of the binary data, as data_base64 is in 1.0.
+        data = _content_decoded(data, attributes["datacontentencoding"], "'data'", where)
     elif isinstance(data, str) and not is_json(attributes.get("datacontenttype")):
         pass  # json §3.1.2: a non-JSON type's data member is "an encoded content string"
-    return Event(attributes, data)
+    # json §3.1.1: an explicit "data": null is data (a JSON null), not its absence: kept apart.
+    return Event(attributes, data, has_data and data is None)
 
 
 def decode_structured(body: bytes) -> Event:
@@ -340,6 +459,8 @@ def complete_reply(
         key = name if name in _VALID_NAMES else name.lower() if isinstance(name, str) else name
         if not isinstance(key, str) or not _valid_name(key):
             raise InvalidReply(f"reply attribute name {name!r} is not lower-case letters and digits")
+        if key in _RESERVED_NAMES:  # spec §"Attribute Naming Convention", as on input
+            raise InvalidReply(f"a reply cannot have an attribute named {key!r}; return (attributes, data)")
         if value is not None:
             reply[key] = value
     reply.setdefault("specversion", "1.0")
@@ -362,6 +483,8 @@ def _data_bytes(data: Any, content_type: Optional[str]) -> tuple[bytes, Optional
     """Body bytes for binary mode, and the Content-Type to send (binding §3.1.1, §3.1.2)."""
     if data is None:
         return b"", content_type
+    if data is JSON_NULL:  # a JSON null is the body "null"; a non-JSON type has no null: no body
+        return (b"null", content_type or "application/json") if is_json(content_type) else (b"", content_type)
     if isinstance(data, (bytes, bytearray, memoryview)):
         return bytes(data), content_type or "application/octet-stream"
     if isinstance(data, str) and content_type and not is_json(content_type):
@@ -374,7 +497,8 @@ def dump_json(value: Any) -> bytes:
     try:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_json_default).encode()
     except (TypeError, ValueError, RecursionError) as exc:
-        raise InvalidReply(f"the reply data cannot be encoded as JSON: {exc}") from None
+        # The exception's message stays out of the 500 body (the app logs it as the cause).
+        raise InvalidReply("the reply data cannot be encoded as JSON") from exc
 
 
 def _json_default(value: Any) -> Any:
@@ -395,6 +519,8 @@ def encode_binary(attributes: dict[str, Any], data: Any) -> tuple[list[tuple[str
     """binding §3.1: ``ce-`` headers plus the data as body; never a ``ce-datacontenttype``."""
     content_type = attributes.get("datacontenttype")
     body, content_type = _data_bytes(data, content_type)
+    if body and _base64_encoded_03(attributes):
+        body = base64.b64encode(body)  # the reply says its body is base64: make it so
     headers = [
         ("ce-" + name, encode_header_value(value))
         for name, value in attributes.items()
@@ -409,15 +535,33 @@ def encode_binary(attributes: dict[str, Any], data: Any) -> tuple[list[tuple[str
 
 def event_to_json(attributes: dict[str, Any], data: Any) -> dict[str, Any]:
     """json §3: attributes as members; bytes → ``data_base64``; JSON data stored as a JSON value."""
-    obj = {
+    obj: dict[str, Any] = {
         name: value if isinstance(value, (str, int, bool)) else canonical_string(value)
         for name, value in attributes.items()
     }
-    if isinstance(data, (bytes, bytearray, memoryview)):
+    if obj.get("specversion") == "0.3" and (
+        isinstance(data, (bytes, bytearray, memoryview)) or (data is not None and _base64_encoded_03(obj))
+    ):
+        # JSON format v0.3 has no data_base64: binary data is a base64 string in "data",
+        # flagged by datacontentencoding "base64" (what the decoder above reads back).
+        content_type = obj.get("datacontenttype")
+        raw = _data_bytes(data, content_type if isinstance(content_type, str) else None)[0]
+        obj["datacontentencoding"] = "base64"
+        obj["data"] = base64.b64encode(raw).decode("ascii")
+    elif isinstance(data, (bytes, bytearray, memoryview)):
         obj["data_base64"] = base64.b64encode(bytes(data)).decode("ascii")
+    elif data is JSON_NULL:
+        obj["data"] = None  # json §3.1.1: an explicit null, kept as the sender sent it
     elif data is not None:
         obj["data"] = data
     return obj
+
+
+def _base64_encoded_03(attributes: dict[str, Any]) -> bool:
+    encoding = attributes.get("datacontentencoding")
+    return (
+        attributes.get("specversion") == "0.3" and isinstance(encoding, str) and encoding.strip().lower() == "base64"
+    )
 
 
 def encode_structured(attributes: dict[str, Any], data: Any) -> tuple[list[tuple[str, str]], bytes]:

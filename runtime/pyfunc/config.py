@@ -110,6 +110,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("serve_load_errors", "PYFUNC_SERVE_LOAD_ERRORS", "--serve-load-errors", False, _boolean,
             "answer every request with a 500 naming a handler load error instead of exiting "
             "(what `pyfunc run --reload` runs its server with)"),
+    Setting("debug", "PYFUNC_DEBUG", "--debug", False, _boolean,
+            "put the exception class and message of a failed invocation in its 500 body (local use "
+            "only: off, a 500 names no exception and the details are only in the log)"),
 )
 
 
@@ -138,6 +141,8 @@ class Config:
     # When set, a handler that fails to load is served as a 500 naming the error instead of
     # ending the process (used by `pyfunc run --reload`).
     serve_load_errors: bool = False
+    # When set, 500 bodies name the exception (class and message); off, only the log does.
+    debug: bool = False
 
     @classmethod
     def load(

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-from .codec import Event
+from .codec import JSON_NULL, Event
+
+# Set on an SDK event built from an event whose data was an explicit JSON null: the SDK's
+# ``data`` is None for "null" and for "no data" alike (see codec.Event), so this marker is
+# how an event echoed back keeps its ``"data": null``.
+_NULL_DATA_MARK = "_pyfunc_null_data"
 
 
 def to_http_cloudevent(event: Event) -> Any:
@@ -21,6 +26,8 @@ def to_http_cloudevent(event: Event) -> Any:
     sdk_event = CloudEvent.__new__(CloudEvent)
     sdk_event._attributes = dict(event.attributes)
     sdk_event.data = event.data
+    if event.null_data:
+        setattr(sdk_event, _NULL_DATA_MARK, True)
     return sdk_event
 
 
@@ -71,7 +78,10 @@ def reply_from_sdk(result: Any) -> Optional[tuple[dict[str, Any], Any]]:
     from cloudevents.sdk.event import base
 
     if isinstance(result, abstract.CloudEvent):
-        return dict(result.get_attributes()), result.get_data()
+        data = result.get_data()
+        if data is None and getattr(result, _NULL_DATA_MARK, False):
+            data = JSON_NULL  # the handler echoed an event whose data was null: still null
+        return dict(result.get_attributes()), data
     if isinstance(result, base.BaseEvent):
         attributes = result.Properties()
         data = attributes.pop("data", None)

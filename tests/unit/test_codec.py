@@ -153,3 +153,29 @@ def test_reply_time_is_rfc3339_utc_and_current() -> None:
         parsed = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
         assert before - datetime.timedelta(milliseconds=1) <= parsed <= after
     assert stamps[-1] > stamps[0]
+
+
+def test_reply_attribute_named_data_is_an_invalid_reply():
+    with pytest.raises(InvalidReply):
+        codec.complete_reply({"type": "t", "data": "x"}, None, "/s")
+
+
+@pytest.mark.parametrize("value", ["2024-02-29T12:00:00Z", "1990-12-31T23:59:60Z", "2024-01-01t00:00:00.5z",
+                                   "1996-12-19T16:39:57-08:00", "2024-01-01T00:00:00-00:00"])
+def test_rfc3339_accepts(value):
+    assert codec._is_rfc3339(value)
+
+
+@pytest.mark.parametrize("value", ["yesterday", "2023-02-29T12:00:00Z", "1900-02-29T00:00:00Z", "2024-04-31T00:00:00Z",
+                                   "2024-01-01T00:00:00Z\n", "2024-01-01T00:00:00+24:00", "２024-01-01T00:00:00Z",
+                                   "2024-01-01T00:00:00.Z", 5, None])
+def test_rfc3339_rejects(value):
+    assert not codec._is_rfc3339(value)
+
+
+def test_structured_null_data_is_kept_apart_from_no_data():
+    null = codec.event_from_json({"specversion": "1.0", "id": "1", "source": "/s", "type": "t", "data": None})
+    absent = codec.event_from_json({"specversion": "1.0", "id": "1", "source": "/s", "type": "t"})
+    assert null.data is None and null.null_data and not absent.null_data
+    assert codec.event_to_json(null.attributes, codec.JSON_NULL)["data"] is None
+    assert "data" not in codec.event_to_json(absent.attributes, None)
