@@ -58,7 +58,7 @@ class AsyncRunner:
         import concurrent.futures
 
         context = contextvars.copy_context()
-        future: concurrent.futures.Future = concurrent.futures.Future()
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         task_box: list[Any] = []
 
         def start() -> None:
@@ -223,7 +223,8 @@ class FunctionApp:
 
     def _send(self, response: Any, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if not isinstance(response, Response):  # a werkzeug/flask Response: it is a WSGI app
-            return response(environ, start_response)
+            iterable: Iterable[bytes] = response(environ, start_response)
+            return iterable
         body = response.body
         if isinstance(body, bytes):  # never carries a Content-Length of its own (responses._merge_headers)
             start_response(response.status_line, [*response.headers, ("Content-Length", str(len(body)))])
@@ -310,7 +311,7 @@ class FunctionApp:
             return self._encode(self.reply_mode or mode, [(attributes, reply[1])])
         except RequestError as exc:
             logger.info("rejected request: %s: %s", exc.reason, exc.detail)
-            extra = {"errors": exc.errors} if getattr(exc, "errors", None) else {}
+            extra: dict[str, Any] = {"errors": exc.errors} if exc.errors else {}
             return problem(exc.status, exc.reason, exc.detail, **extra)
         except InvocationTimeout:
             logger.error("invocation timed out after %ss", self.config.timeout)
@@ -412,7 +413,8 @@ def _read_body(environ: dict[str, Any]) -> bytes:
     length = environ.get("CONTENT_LENGTH")
     if length:
         try:
-            return stream.read(int(length))
+            data: bytes = stream.read(int(length))
+            return data
         except ValueError:
             return b""
     # waitress de-chunks a chunked body and sets CONTENT_LENGTH; anything else has no body.

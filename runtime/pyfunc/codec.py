@@ -192,9 +192,8 @@ def canonical_string(value: Any) -> str:
     if isinstance(value, (bytes, bytearray)):
         return base64.b64encode(value).decode("ascii")
     if isinstance(value, datetime.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=datetime.timezone.utc)
-        return value.isoformat().replace("+00:00", "Z")
+        moment: datetime.datetime = value if value.tzinfo is not None else value.replace(tzinfo=datetime.timezone.utc)
+        return moment.isoformat().replace("+00:00", "Z")
     return str(value)
 
 

@@ -7,7 +7,7 @@ goes into an ``application/problem+json`` body (RFC 9457).
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 
 class PyfuncError(Exception):
@@ -39,6 +39,7 @@ class RequestError(PyfuncError):
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+        self.errors: list[Any] = []  # per-field details, for the problem body's `errors` member
         if status is not None:
             self.status = status
 
@@ -50,7 +51,7 @@ class BadEvent(RequestError):
 class InvalidData(RequestError):
     """The event data or JSON body does not fit the handler's declared type: 400."""
 
-    def __init__(self, detail: str, errors: Optional[list] = None) -> None:
+    def __init__(self, detail: str, errors: Optional[list[Any]] = None) -> None:
         super().__init__("invalid-data", detail)
         self.errors = errors or []
 
