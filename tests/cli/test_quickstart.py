@@ -137,7 +137,16 @@ def test_the_quickstarts_install_from_the_checkout_not_from_the_index():
 
 
 def uncommented(line: str) -> str:
-    return re.sub(r"\s+#[^'\"]*$", "", line)
+    """The command without its trailing ``# comment`` (a ``#`` outside quotes, after a blank)."""
+    quote = None
+    for i, char in enumerate(line):
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "#" and (i == 0 or line[i - 1].isspace()):
+            return line[:i].rstrip()
+    return line.rstrip()
 
 
 # ---------------------------------------------------------------------------------- running bash
@@ -367,3 +376,12 @@ def test_docs_quickstart_build_and_run_the_image(docs_local, docs_dir, hello_ima
     run = run_lines(docs_quickstart().build, docs_local.cwd, timeout=900, prelude=activate(docs_dir, docs_local.cwd))
     check_build(run, '"message": "hello"')
     assert [line.split()[0] for line in run.skipped] == ["docker", "kubectl"]
+
+
+def test_demo_sh_ends_with_the_quickstarts_install_lines():
+    """scripts/demo.sh prints the next steps; its install lines are the README's, not PyPI's 0.1.0."""
+    notes = [uncommented(line.strip()[len('note "'):-1]) for line in (REPO / "scripts" / "demo.sh").read_text()
+             .splitlines() if line.strip().startswith('note "')]
+    for line in readme_quickstart().install:
+        assert uncommented(line) in notes, line
+    assert "pyfunc build hello --image hello" in notes
