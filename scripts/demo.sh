@@ -40,3 +40,14 @@ echo
 step "Container log:"
 docker logs "$NAME" 2>&1 | sed 's/^/    /'
 step "Done: the demo container is removed on exit (image $IMAGE stays)"
+
+# What a user runs next (README.md's Quickstart). pack stays in $TOOLS/bin, off the user's PATH:
+# `pyfunc build` looks there itself, with the Docker API version and volume key set as above.
+step "Next: your own function (README.md, Quickstart; docs/quickstart.md is the long form)"
+note "cd $REPO"
+note "python3 -m venv .venv && . .venv/bin/activate   # Debian 12's system pip refuses installs (PEP 668)"
+note "pip install -e '.[reload]' pytest               # from this checkout: PyPI's pyfunc-invoker is the old 0.1.0"
+note "pyfunc init hello && pytest hello"
+note "pyfunc build hello --image hello                # finds pack in $TOOLS/bin by itself"
+note "docker run --rm -p 8080:8080 hello              # then, in another terminal: pyfunc invoke"
+note "(pack itself: export PATH=\"$TOOLS/bin:\$PATH\" DOCKER_API_VERSION=$DOCKER_API_VERSION PACK_VOLUME_KEY=$PACK_VOLUME_KEY)"

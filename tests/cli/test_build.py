@@ -60,6 +60,8 @@ def test_pack_missing(fn, tmp_path):
         pytest.skip("pack is installed system-wide")
     line = one_error_line(pyfunc("build", str(fn), env=env))
     assert "pack (Cloud Native Buildpacks CLI) not found" in line
+    # where it looked, and what to run
+    assert f"nor in {tmp_path / 'tools' / 'bin'}" in line and "scripts/install-tools.sh" in line
 
 
 def test_an_explicit_pack_that_does_not_exist(fn, tmp_path):
@@ -135,3 +137,46 @@ def test_a_broken_handler_fails_the_build(fn):
     assert result.returncode == 1
     assert "SyntaxError" in result.stdout
     assert result.stderr.strip().startswith("pyfunc: error: pack build failed")
+
+
+def fake_tool(path: Path, body: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return path
+
+
+def test_pack_is_found_in_the_tool_cache_when_not_on_path(fn, tmp_path):
+    """scripts/demo.sh leaves pack in $PYFUNC_CACHE/tools/bin, not on PATH: `pyfunc build` finds it there,
+    and runs it with the Docker API version of Debian 12's engine and a stable build-cache volume key."""
+    cache = tmp_path / "cache"
+    pack = fake_tool(cache / "tools" / "bin" / "pack",
+                     'echo "pack $* DOCKER_API_VERSION=$DOCKER_API_VERSION PACK_VOLUME_KEY=$PACK_VOLUME_KEY"\n')
+    bin_dir = tmp_path / "bin"
+    fake_tool(bin_dir / "docker", "exit 0\n")  # `docker image inspect pyfunc/builder`: present
+    env = {"PATH": os.pathsep.join([str(bin_dir), os.path.dirname(sys.executable), "/usr/bin", "/bin"]),
+           "PYFUNC_CACHE": str(cache)}
+    if shutil.which("pack", path=env["PATH"]):
+        pytest.skip("pack is installed system-wide")
+    if os.environ.get("DOCKER_API_VERSION", "1.41") != "1.41" or os.environ.get("PACK_VOLUME_KEY", "pyfunc-local") \
+            != "pyfunc-local":
+        pytest.skip("DOCKER_API_VERSION or PACK_VOLUME_KEY set here: the defaults do not apply")
+    result = pyfunc("build", str(fn), "--image", "hello", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"$ {pack} build hello --builder pyfunc/builder --path {fn}" in result.stdout
+    assert "DOCKER_API_VERSION=1.41 PACK_VOLUME_KEY=pyfunc-local" in result.stdout
+    assert "==> Built hello" in result.stdout
+
+
+def test_the_environment_overrides_the_docker_settings(fn, tmp_path):
+    cache = tmp_path / "cache"
+    fake_tool(cache / "tools" / "bin" / "pack", 'echo "API=$DOCKER_API_VERSION KEY=$PACK_VOLUME_KEY"\n')
+    bin_dir = tmp_path / "bin"
+    fake_tool(bin_dir / "docker", "exit 0\n")
+    env = {"PATH": os.pathsep.join([str(bin_dir), os.path.dirname(sys.executable), "/usr/bin", "/bin"]),
+           "PYFUNC_CACHE": str(cache), "DOCKER_API_VERSION": "1.43", "PACK_VOLUME_KEY": "mine"}
+    if shutil.which("pack", path=env["PATH"]):
+        pytest.skip("pack is installed system-wide")
+    result = pyfunc("build", str(fn), env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "API=1.43 KEY=mine" in result.stdout

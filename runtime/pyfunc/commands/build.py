@@ -40,20 +40,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="build-time environment for the buildpack, e.g. BP_PIP_ARGS=... (repeatable)")
     parser.add_argument("--pull-policy", default="never", choices=("never", "if-not-present", "always"),
                         help="pack's image pull policy (default never: the builder is local)")
-    parser.add_argument("--pack", default=None, metavar="PATH", help="the pack executable (default: found on PATH)")
+    parser.add_argument("--pack", default=None, metavar="PATH", help="the pack executable (default: pack on PATH, else "
+                        "${PYFUNC_CACHE:-~/.cache/pyfunc}/tools/bin/pack, where scripts/install-tools.sh puts it)")
     parser.set_defaults(func=build)
 
 
+def tools_bin() -> str:
+    """Where scripts/install-tools.sh (scripts/demo.sh runs it) puts pack: ``$PYFUNC_CACHE/tools/bin``,
+    ``~/.cache/pyfunc/tools/bin`` by default. Not on the user's PATH: `pyfunc build` looks there itself."""
+    cache = os.environ.get("PYFUNC_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "pyfunc")
+    return os.path.join(cache, "tools", "bin")
+
+
 def find_pack(explicit: Optional[str]) -> Optional[str]:
-    """``pack`` on PATH, else where scripts/install-tools.sh puts it (``~/.cache/pyfunc/tools/bin``)."""
+    """``pack`` on PATH, else where scripts/install-tools.sh puts it (see :func:`tools_bin`)."""
     if explicit:
         return explicit if os.access(explicit, os.X_OK) else None
     found = shutil.which("pack")
     if found:
         return found
-    cache = os.environ.get("PYFUNC_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "pyfunc")
-    candidate = os.path.join(cache, "tools", "bin", "pack")
-    return candidate if os.access(candidate, os.X_OK) else None
+    candidate = os.path.join(tools_bin(), "pack")
+    return candidate if os.path.isfile(candidate) and os.access(candidate, os.X_OK) else None
 
 
 def build(args: argparse.Namespace) -> int:
@@ -82,13 +89,18 @@ def build(args: argparse.Namespace) -> int:
     if pack is None:
         raise PyfuncError(
             ("pack not found at " + repr(args.pack)) if args.pack else
-            "pack (Cloud Native Buildpacks CLI) not found on PATH: install it "
-            "(https://buildpacks.io/docs/for-platform-operators/how-to/integrate-ci/pack/, "
-            "or scripts/install-tools.sh in the pyfunc repository)"
+            f"pack (Cloud Native Buildpacks CLI) not found on PATH nor in {tools_bin()}: run "
+            "scripts/install-tools.sh from the pyfunc repository (scripts/demo.sh runs it; it also "
+            "installs Docker and, with scripts/build-images.sh, the pyfunc/builder image), or install "
+            "pack yourself (https://buildpacks.io/docs/for-platform-operators/how-to/integrate-ci/pack/) "
+            "and pass --pack PATH"
         )
     env = dict(os.environ)
     # Debian 12's Docker engine speaks API 1.41; a newer client must talk down to it.
     env.setdefault("DOCKER_API_VERSION", "1.41")
+    # pack names its build-cache volumes from this key; without it (inside a container) it picks a
+    # new one per build and the cached layers (the function's dependencies) are never reused.
+    env.setdefault("PACK_VOLUME_KEY", "pyfunc-local")
     check_docker(builder, env)
 
     command = [pack, "build", image, "--builder", builder, "--path", str(directory),
