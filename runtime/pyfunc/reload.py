@@ -213,7 +213,7 @@ def run_with_reload(args: argparse.Namespace) -> int:
         import watchfiles  # noqa: F401
     except ImportError:
         raise PyfuncError(
-            "--reload needs the watchfiles package: pip install 'pyfunc-invoker[reload]'"
+            "--reload needs the watchfiles package: pip install watchfiles"
         ) from None
     config = Config.load(args=args)  # bad flags are reported here, once, not by every child
     if not os.path.isdir(config.directory):

@@ -82,7 +82,7 @@ def from_environment(function_name: str) -> Optional[Tracing]:
         provider = _build_provider(function_name, exporters)
     except ImportError as exc:
         logger.error("tracing is requested (OTEL_TRACES_EXPORTER / OTEL_EXPORTER_OTLP_ENDPOINT) but the "
-                     "OpenTelemetry SDK is not installed (pip install pyfunc-invoker[otel]): %s", exc)
+                     "OpenTelemetry SDK is not installed (pip install opentelemetry-sdk): %s", exc)
         return None
     if provider is None:
         return None
