@@ -152,6 +152,35 @@ def refusal_contract_problems() -> list[str]:
     return [problem for problem in checks if problem]
 
 
+# A connection's state the drain and the receive deadline read (set by HTTPChannel.__init__ or
+# class-level defaults); checked on a live connection by the contract tests.
+CHANNEL_STATE = ("requests", "request", "last_activity", "creation_time", "total_outbufs_len",
+                 "will_close", "close_when_flushed", "task_class", "handle_close", "received")
+
+
+def drain_contract_problems(server: Any) -> list[str]:
+    """What draining and the receive deadline rely on; [] when all holds.
+
+    Not a startup fallback (there is no other way to drain); the contract tests check it.
+    """
+    dispatcher = getattr(server, "task_dispatcher", None)
+    checks = [
+        None if isinstance(getattr(server, "active_channels", None), dict) else "server.active_channels is missing",
+        _has(server, "socket"),
+        _has(server, "effective_port"),
+        _has(server, "set_socket_options", ("conn",)),
+        _has(server, "fix_addr", ("addr",)),
+        _has(server, "del_channel", ("map",)),
+        _has(getattr(server, "trigger", None), "pull_trigger", ("thunk",)),
+        *(_has(dispatcher, name) for name in ("lock", "queue", "active_count")),
+        _has(dispatcher, "shutdown", ("cancel_pending", "timeout")),
+        _has(WSGITask, "build_response_header", ("self",)),
+        _has(WSGITask, "set_close_on_finish", ("self",)),
+        _has(HTTPChannel, "received", ("self", "data")),
+    ]
+    return [problem for problem in checks if problem]
+
+
 # ------------------------------------------------------------------------------------ the loop
 
 # The connection a worker thread is serving: what its wake-ups of the loop are about.
