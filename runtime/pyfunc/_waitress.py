@@ -37,6 +37,7 @@ warning and leaves waitress on its own loop: slower, but serving.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 import operator
@@ -280,13 +281,15 @@ class Refusal(NamedTuple):
 Answer = Callable[[Refusal], tuple[str, list[tuple[str, str]], bytes]]
 
 REFUSED_CODES = (413, 431)
+CHUNK_FRAMING_ALLOWANCE = 64 << 10  # bytes of chunk framing allowed beyond twice the body limit
 
 
 class _LimitedChunks(ChunkedReceiver):  # type: ignore[misc]
-    """A chunked body that is refused as soon as a chunk *announces* more than the limit.
+    """A chunked body limited by its de-chunked size, refused as soon as a chunk *announces* too much.
 
-    waitress counts the bytes received, so a chunk header declaring 4 GB followed by a trickle
-    held the connection until the client gave up, then closed it without an answer.
+    waitress counts the bytes received, chunk framing included: a chunk header declaring 4 GB
+    followed by a trickle held the connection until the client gave up, then was closed
+    without an answer; and a body of exactly the limit, sent chunked, was refused.
     """
 
     limit = 0  # bytes accepted; set per server
@@ -303,15 +306,21 @@ class _LimitedChunks(ChunkedReceiver):  # type: ignore[misc]
 
 
 class _LimitedParser(HTTPRequestParser):  # type: ignore[misc]
+    """waitress's parser, with chunked bodies received by :class:`_LimitedChunks`."""
+
     chunks_class: type = _LimitedChunks
+    # The adjustments a chunked request is parsed under: waitress's own (wire bytes) limit
+    # raised to leave room for chunk framing, since _LimitedChunks enforces the body limit.
+    chunked_adj: Any = None
     body_rcv: Any
     chunked: bool
+    adj: Any
 
     def parse_header(self, header_plus: bytes) -> None:
         super().parse_header(header_plus)
         if self.chunked:  # once per request; plain bodies keep waitress's receiver
-            limited = self.chunks_class(self.body_rcv.buf)
-            self.body_rcv = limited
+            self.body_rcv = self.chunks_class(self.body_rcv.buf)
+            self.adj = self.chunked_adj
 
 
 class _ProblemErrorTask(ErrorTask):  # type: ignore[misc]
@@ -353,8 +362,12 @@ def install_refusals(server: Any, answer: Answer) -> bool:
         logger.warning("waitress %s lacks what pyfunc's 413/431 answers rely on (%s); waitress answers them",
                        waitress_version(), "; ".join(problems))
         return False
-    chunks = type("LimitedChunks", (_LimitedChunks,), {"limit": server.adj.max_request_body_size - 1})
-    parser = type("LimitedParser", (_LimitedParser,), {"chunks_class": chunks})
+    limit = server.adj.max_request_body_size - 1  # waitress refuses sizes >= its setting
+    chunks = type("LimitedChunks", (_LimitedChunks,), {"limit": limit})
+    chunked_adj = copy.copy(server.adj)
+    # Wire bytes still bounded (waitress counts them), with room for framing of chunks >= ~8 bytes.
+    chunked_adj.max_request_body_size = 2 * limit + CHUNK_FRAMING_ALLOWANCE + 1
+    parser = type("LimitedParser", (_LimitedParser,), {"chunks_class": chunks, "chunked_adj": chunked_adj})
     task = type("ProblemErrorTask", (_ProblemErrorTask,), {"answer": staticmethod(answer)})
     server.channel_class = type("Channel", (server.channel_class,),
                                 {"error_task_class": task, "parser_class": parser})
