@@ -59,7 +59,6 @@ logger = logging.getLogger("pyfunc")
 TESTED_VERSIONS = ("3.0.1", "3.0.2")
 
 
-
 def _missing(*_args: Any) -> None:
     raise RuntimeError("waitress.wasyncore.readwrite is missing")  # install_loop never installs the loop then
 
@@ -337,8 +336,9 @@ class _ProblemErrorTask(ErrorTask):  # type: ignore[misc]
         request = self.request
         status = error.code
         limit = self.channel.adj.max_request_body_size if status == 413 else self.channel.adj.max_request_header_size
-        if status == 431:
-            first = request.header_plus.split(b"\r\n", 1)[0].split(b" ")
+        if status == 431:  # waitress parsed a stand-in head; the real one may not have been kept
+            line, crlf, _ = request.header_plus.partition(b"\r\n")
+            first = line.split(b" ") if crlf else []
             method, path = (first[0].decode("latin-1"), first[1].decode("latin-1")) if len(first) == 3 else ("-", "-")
             request_id = None
         else:
