@@ -187,7 +187,7 @@ def drain_contract_problems(server: Any) -> list[str]:
 _serving = threading.local()
 
 
-class LoopChannel(HTTPChannel):  # type: ignore[misc]
+class LoopChannel(HTTPChannel):
     """waitress's HTTP channel, telling the loop which connection a worker's wake-up concerns."""
 
     def __init__(self, server: Any, sock: Any, addr: Any, adj: Any, map: Any = None) -> None:
@@ -202,7 +202,8 @@ class LoopChannel(HTTPChannel):  # type: ignore[misc]
             _serving.channel = None
 
     def del_channel(self, map: Any = None) -> None:
-        self.server.event_loop.forget(self._fileno)
+        looped: Any = self.server  # a server install_loop gave an event_loop
+        looped.event_loop.forget(fileno(self))
         super().del_channel(map)
 
 
@@ -283,7 +284,7 @@ REFUSED_CODES = (413, 431)
 CHUNK_FRAMING_ALLOWANCE = 64 << 10  # bytes of chunk framing allowed beyond twice the body limit
 
 
-class _LimitedChunks(ChunkedReceiver):  # type: ignore[misc]
+class _LimitedChunks(ChunkedReceiver):
     """A chunked body limited by its de-chunked size, refused as soon as a chunk *announces* too much.
 
     waitress counts the bytes received, chunk framing included: a chunk header declaring 4 GB
@@ -304,7 +305,7 @@ class _LimitedChunks(ChunkedReceiver):  # type: ignore[misc]
         return consumed
 
 
-class _LimitedParser(HTTPRequestParser):  # type: ignore[misc]
+class _LimitedParser(HTTPRequestParser):
     """waitress's parser, with chunked bodies received by :class:`_LimitedChunks`."""
 
     chunks_class: type = _LimitedChunks
@@ -322,18 +323,18 @@ class _LimitedParser(HTTPRequestParser):  # type: ignore[misc]
             self.adj = self.chunked_adj
 
 
-class _ProblemErrorTask(ErrorTask):  # type: ignore[misc]
+class _ProblemErrorTask(ErrorTask):
     """waitress's error answer, for 413/431 given by ``answer`` (pyfunc's problem+json)."""
 
     answer: Optional[Answer] = None  # set per server
 
     def execute(self) -> None:
-        error = self.request.error
+        request: Any = self.request
+        error = request.error
         answer = self.answer
         if answer is None or getattr(error, "code", None) not in REFUSED_CODES:
             super().execute()
             return
-        request = self.request
         status = error.code
         limit = self.channel.adj.max_request_body_size if status == 413 else self.channel.adj.max_request_header_size
         if status == 431:  # waitress parsed a stand-in head; the real one may not have been kept
@@ -346,7 +347,8 @@ class _ProblemErrorTask(ErrorTask):  # type: ignore[misc]
             request_id = request.headers.get("X_REQUEST_ID")
         status_line, headers, body = answer(Refusal(status, method, path, request_id, limit - 1, time.perf_counter()))
         self.status = status_line  # "413 Content Too Large": waitress adds the HTTP version
-        self.response_headers.extend(headers)
+        response_headers: Any = self.response_headers  # a list at run time
+        response_headers.extend(headers)
         self.set_close_on_finish()
         self.content_length = len(body)
         self.write(body)
@@ -434,12 +436,13 @@ def finish_tasks(server: Any, timeout: float) -> None:
 
 
 def _closing_task_class() -> type:
-    class ClosingTask(WSGITask):  # type: ignore[misc]
+    class ClosingTask(WSGITask):
         """A waitress task whose response closes the connection: sent while draining."""
 
         def build_response_header(self) -> bytes:
             self.set_close_on_finish()
-            return super().build_response_header()  # type: ignore[no-any-return]
+            header: bytes = super().build_response_header()
+            return header
 
     return ClosingTask
 

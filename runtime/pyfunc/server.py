@@ -78,7 +78,7 @@ class Server:
     """A waitress server that drains instead of dropping requests when told to stop."""
 
     def __init__(self, app: FunctionApp, config: Config) -> None:
-        from waitress import create_server
+        from waitress.server import create_server
 
         self.app = app
         self.config = config

@@ -21,7 +21,7 @@ from typing import Optional
 DEFAULT_BUILDER = "pyfunc/builder"
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "build", help="build a container image of the function (pack + pyfunc/builder)",
         description="Build a container image of the function in DIR with Cloud Native Buildpacks: "
