@@ -24,7 +24,7 @@ import requests
 from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import CloudEvent
 
-from pyfunc.server import free_port
+from pyfunc._server import free_port
 
 
 @dataclass

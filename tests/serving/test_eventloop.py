@@ -1,4 +1,4 @@
-"""The epoll loop (pyfunc.eventloop) under the conditions where a stale interest would hang a client.
+"""The epoll loop (pyfunc._eventloop) under the conditions where a stale interest would hang a client.
 
 That the running server really turns this loop (and not waitress's) is asserted in
 test_waitress_contract.py. A connection whose interest the loop failed to refresh does not fail loudly: the client just

@@ -26,9 +26,10 @@ from typing import Any
 import pytest
 import requests
 
-from pyfunc import _waitress, eventloop
-from pyfunc.config import Config
-from pyfunc.server import Server, build_app, free_port
+from pyfunc import _eventloop as eventloop
+from pyfunc import _waitress
+from pyfunc._config import Config
+from pyfunc._server import Server, build_app, free_port
 from support import wait_until_up
 
 ECHO = "def handler(body):\n    return body\n"

@@ -20,16 +20,17 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Optional
 
-from . import _waitress, logs
-from .app import FunctionApp, awaited
-from .binding import compile_binder
-from .config import Config
-from .discovery import LoadedFunction, load_function
-from .errors import HandlerLoadError
-from .refusals import answerer
+from . import _logs as logs
+from . import _waitress
+from ._app import FunctionApp, awaited
+from ._binding import compile_binder
+from ._config import Config
+from ._discovery import LoadedFunction, load_function
+from ._errors import HandlerLoadError
+from ._refusals import answerer
 
 if TYPE_CHECKING:
-    from .eventloop import EpollLoop
+    from ._eventloop import EpollLoop
 
 logger = logging.getLogger("pyfunc")
 
@@ -110,7 +111,7 @@ class Server:
         )
         self.loop: Optional[EpollLoop] = None
         if hasattr(select, "epoll"):  # Linux
-            from .eventloop import EpollLoop
+            from ._eventloop import EpollLoop
 
             self.loop = _waitress.install_loop(self.waitress, EpollLoop)
             flush_access_lines = logs.defer_access_lines() if self.loop is not None else None
@@ -230,7 +231,7 @@ def serve(config: Config) -> int:
         if not config.serve_load_errors:
             print(f"pyfunc: error: {exc}", file=sys.stderr)
             return 1
-        from .reload import ErrorApp
+        from ._reload import ErrorApp
 
         app = ErrorApp(exc, config)  # type: ignore[assignment]
     try:

@@ -17,13 +17,14 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Optional
 
-from . import codec, logs
-from .binding import Binder, Invocation, compile_binder
-from .codec import BATCH, STRUCTURED, Event
-from .config import Config
-from .discovery import LoadedFunction
-from .errors import InvalidReply, RequestError
-from .responses import Response, http_response, is_werkzeug_response, problem, reply_event
+from . import _codec as codec
+from . import _logs as logs
+from ._binding import Binder, Invocation, compile_binder
+from ._codec import BATCH, STRUCTURED, Event
+from ._config import Config
+from ._discovery import LoadedFunction
+from ._errors import InvalidReply, RequestError
+from ._responses import Response, http_response, is_werkzeug_response, problem, reply_event
 
 logger = logging.getLogger("pyfunc")
 
@@ -179,7 +180,7 @@ class FunctionApp:
         Called by the server after ``start()``, which may install a tracer provider itself. When
         tracing is off nothing is wrapped, so the hot path does not pay for it.
         """
-        from . import tracing
+        from . import _tracing as tracing
 
         self.tracing = tracing.from_environment(self.loaded.qualname)
         if self.tracing is not None:

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, fields
 from typing import Any, Callable, Mapping, Optional
 
-from .errors import PyfuncError
+from ._errors import PyfuncError
 
 
 class ConfigError(PyfuncError):

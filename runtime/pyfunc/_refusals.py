@@ -10,9 +10,9 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from . import logs
+from . import _logs as logs
+from ._responses import problem
 from ._waitress import Refusal
-from .responses import problem
 
 # status -> (reason, what was too large, the setting that sets the limit)
 _REFUSALS = {

@@ -21,9 +21,9 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
-from .config import SETTINGS, Config, _boolean
-from .errors import HandlerLoadError, PyfuncError
-from .responses import problem
+from ._config import SETTINGS, Config, _boolean
+from ._errors import HandlerLoadError, PyfuncError
+from ._responses import problem
 
 logger = logging.getLogger("pyfunc")
 
