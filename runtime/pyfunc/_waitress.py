@@ -42,7 +42,7 @@ when any of this stops being true. Relied on, and why:
   ``server.add_task(task)`` (any object with ``service()`` and ``cancel()``).
 - The elastic pool: ``ThreadedTaskDispatcher`` keeps ``threads`` (a set of numbers), ``queue``,
   ``lock``, ``queue_cv``, ``thread_exit_cv``, ``active_count``, ``stop_count``;
-  ``create_server(_dispatcher=)`` uses the given dispatcher and sets its thread count;
+  ``create_server(_dispatcher=)`` uses the given dispatcher (and leaves its thread count alone);
   ``shutdown()`` calls ``set_thread_count(0)`` and waits on ``thread_exit_cv`` for ``threads``
   to empty.
 
@@ -702,6 +702,7 @@ def install_deferral(server: Any) -> bool:
 STARVATION_TICK = 0.01  # seconds between looks at a queue that waits for a worker
 CPU_BUSY = 0.5  # the process used at least this share of a core: its workers are computing, not blocked
 STARVED = 0.5  # seconds with work queued and no task finished: grow even if the process looks busy
+STRIKES = 2  # consecutive starved ticks before the pool grows (one can be a scheduling hiccup)
 
 
 class ElasticDispatcher(ThreadedTaskDispatcher):
@@ -713,8 +714,10 @@ class ElasticDispatcher(ThreadedTaskDispatcher):
 
     Growth is decided like .NET's thread pool, by starvation: a watcher looks at the queue
     every ``STARVATION_TICK`` while it holds tasks no idle worker will take, and starts
-    threads for all of them at once when no task finished during that tick *and* the process
-    used less than half a core (``time.process_time``). Workers that compute keep finishing
+    threads for all of them at once when, for ``STRIKES`` ticks in a row, no task finished
+    *and* the process used less than half a core (``time.process_time``) while the watcher
+    itself got the CPU on time (a late wake-up means a CPU-starved process, not blocked
+    workers). Half a second without any task finishing grows the pool regardless. Workers that compute keep finishing
     tasks or keep the CPU busy, so a CPU-bound load never grows the pool: under the GIL more
     threads would only share the same core. A load that blocks leaves the CPU idle with
     tasks waiting, and gets a thread per waiting task within a tick or two.
@@ -780,9 +783,11 @@ class ElasticDispatcher(ThreadedTaskDispatcher):
                 self._watcher_cv.notify()
 
     def _watch(self) -> None:
+        strikes = 0  # consecutive ticks that looked starved
         while True:
             with self.lock:
                 while not self._starving():
+                    strikes = 0
                     if self._closing:
                         return
                     self._watcher_cv.wait()
@@ -791,11 +796,22 @@ class ElasticDispatcher(ThreadedTaskDispatcher):
             with self.lock:
                 now = time.monotonic()
                 if not self._starving() or now - self.last_done < STARVATION_TICK:
+                    strikes = 0
                     continue
-                busy = (time.process_time() - cpu) / max(now - wall, 1e-6)
-                if busy >= CPU_BUSY and now - self.last_done < STARVED:
+                if now - self.last_done >= STARVED:
+                    strikes = STRIKES  # blocked for long, whatever the CPU says
+                elif now - wall > 2 * STARVATION_TICK:
+                    # The watcher itself woke late: the process is short of CPU (a busy machine, a
+                    # CPU quota), which stalls computing workers too. Not a sign of blocked ones.
+                    strikes = 0
                     continue
-                self._grow(len(self.queue) - self._idle())
+                elif (time.process_time() - cpu) / (now - wall) >= CPU_BUSY:
+                    strikes = 0  # computing
+                    continue
+                strikes += 1
+                if strikes >= STRIKES:
+                    strikes = 0
+                    self._grow(len(self.queue) - self._idle())
 
     def _grow(self, count: int) -> None:
         """Start ``count`` threads, up to ``maximum``; called with the lock held."""
@@ -847,7 +863,9 @@ def thread_pool(core: int, maximum: int, idle_timeout: float) -> Optional[Thread
         logger.warning("waitress %s lacks what pyfunc's elastic thread pool relies on (%s); serving with "
                        "a fixed pool of %d threads", waitress_version(), "; ".join(problems), core)
         return None
-    return ElasticDispatcher(core, maximum, idle_timeout)
+    dispatcher = ElasticDispatcher(core, maximum, idle_timeout)
+    dispatcher.set_thread_count(core)  # create_server sets the count only of a dispatcher it makes
+    return dispatcher
 
 
 def pool_size(server: Any) -> int:
