@@ -24,8 +24,8 @@ from ._codec import BATCH, STRUCTURED, Event
 from ._config import Config
 from ._discovery import LoadedFunction
 from ._errors import InvalidReply, RequestError
-from ._responses import Response, http_response, is_werkzeug_response, problem, reply_event
-from ._waitress import Deferred
+from ._responses import AsyncChunks, Response, http_response, is_werkzeug_response, problem, reply_event
+from ._waitress import Deferred, StreamSink
 
 logger = logging.getLogger("pyfunc")
 
@@ -111,6 +111,88 @@ class AsyncRunner:
                     asyncio.run_coroutine_threadsafe(awaited(close()), self.loop).result(5)
                 except Exception:  # noqa: BLE001 - the response is over either way
                     logger.warning("closing a streamed async generator failed", exc_info=True)
+
+
+class AsyncStream:
+    """An async generator's items, sent from the event loop to a parked connection (FunctionApp._stream).
+
+    Back-pressure: an item is sent only while the connection's buffer is under waitress's
+    high watermark; otherwise the stream awaits the channel's "drained" signal, so a slow
+    client slows the generator down without blocking the loop or holding a worker.
+    """
+
+    __slots__ = ("app", "environ", "sink", "body", "task", "wake", "cancelled")
+
+    def __init__(self, app: FunctionApp, environ: dict[str, Any], sink: StreamSink, body: AsyncChunks) -> None:
+        self.app = app
+        self.environ = environ
+        self.sink = sink
+        self.body = body
+        self.task: Any = None
+        self.wake: Optional[Callable[[], None]] = None
+        self.cancelled = False
+
+    def start(self, wake: Callable[[], None]) -> None:
+        self.wake = wake
+        self.app.async_runner().loop.call_soon_threadsafe(self._begin)
+
+    def _begin(self) -> None:
+        loop = self.app.async_runner().loop
+        self.task = loop.create_task(self._pump())
+        self.task.add_done_callback(self._done)
+        if self.cancelled:
+            self.task.cancel()
+
+    async def _pump(self) -> None:
+        import asyncio
+
+        sink = self.sink
+        loop = asyncio.get_running_loop()
+        async for data in self.body.encoded():
+            if not data:
+                continue
+            while sink.open() and not sink.room():
+                drained = loop.create_future()
+
+                def room(drained: Any = drained) -> None:  # on waitress's I/O loop thread
+                    loop.call_soon_threadsafe(_resolve, drained)
+
+                sink.when_room(room)
+                if sink.open() and not sink.room():  # else it drained before the callback was set
+                    await drained
+            sink.send(data)  # raises ClientDisconnected once the client left
+
+    def _done(self, task: Any) -> None:
+        self.task = None
+        if not task.cancelled() and task.exception() is not None:
+            error = task.exception()
+            if type(error).__name__ != "ClientDisconnected":
+                logger.error("the async generator %s returned failed midway", self.app.loaded.qualname,
+                             exc_info=error)
+            self.sink.error = error
+        elif task.cancelled():
+            self.sink.error = InvocationTimeout("stream cancelled")
+        wake, self.wake = self.wake, None
+        if wake is not None:
+            wake()
+
+    def cancel(self) -> None:
+        if self.cancelled:
+            return
+        self.cancelled = True
+        self.app.async_runner().loop.call_soon_threadsafe(self._cancel_task)
+
+    def _cancel_task(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    def abandon(self) -> None:
+        pass  # the slot was given back and the access line written when the stream began
+
+
+def _resolve(future: Any) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class AsyncInvocation:
@@ -394,13 +476,29 @@ class FunctionApp:
         try:
             work.release()
             response = self._answer(work)
-            result = self._send(response, environ, start_response)
-            if self.access_log:
+            streamed = isinstance(response, Response) and isinstance(response.body, AsyncChunks)
+            if not streamed:
+                result = self._send(response, environ, start_response)
+            if self.access_log:  # like a sync generator's: when the stream begins
                 logs.access(environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""), _status_of(response),
                             time.perf_counter() - work.started, fields)
+            if streamed:
+                self._stream(response, environ, start_response)  # raises Deferred
             return result
         finally:
             logs.request_fields.reset(token)
+
+    def _stream(self, response: Response, environ: dict[str, Any], start_response: Callable[..., Any]) -> None:
+        """Send an async generator's items from the event loop: no worker waits between them.
+
+        The head is sent now; then the request is parked again (Deferred) while the loop sends
+        each item, and a worker comes back only to end the response (pyfunc._waitress.StreamSink).
+        """
+        body = response.body
+        assert isinstance(body, AsyncChunks)
+        write = start_response(response.status_line, response.headers)
+        write(b"")  # the head: status and headers go out before the first item is produced
+        raise Deferred(AsyncStream(self, environ, StreamSink(write), body))
 
     def _send(self, response: Any, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if not isinstance(response, Response):  # a werkzeug/flask Response: it is a WSGI app

@@ -18,7 +18,7 @@ import json
 import logging
 import re
 from http import HTTPStatus
-from typing import Any, Callable, Iterable, Optional, Union
+from typing import Any, AsyncIterator, Callable, Iterable, Iterator, Optional, Union
 
 from . import _codec as codec
 from ._errors import InvalidReply
@@ -162,7 +162,7 @@ def _body_response(result: Any, iterate_async: Optional[Callable[[Any], Iterable
     if hasattr(result, "__iter__") and hasattr(result, "__next__"):
         return Response(200, [("Content-Type", HTML)], _encoded_chunks(result))
     if iterate_async is not None and hasattr(result, "__aiter__") and hasattr(result, "__anext__"):
-        return Response(200, [("Content-Type", HTML)], _encoded_chunks(iterate_async(result)))
+        return Response(200, [("Content-Type", HTML)], AsyncChunks(result, iterate_async))
     if callable(result):  # Flask: "the function is called as a WSGI application"
         return WsgiReply(result)
     raise InvalidReply(
@@ -222,6 +222,44 @@ def _is_model(value: Any) -> bool:
     return (dataclasses.is_dataclass(value) and not isinstance(value, type)) or callable(
         getattr(value, "model_dump", None)
     )
+
+
+class AsyncChunks:
+    """A streamed body from an async iterator.
+
+    Iterated (``for``), a worker thread pulls each item from the event loop (``iterate``);
+    the app can instead send it from the event loop itself, with :meth:`encoded`, so that no
+    worker waits between items (FunctionApp._stream).
+    """
+
+    __slots__ = ("iterator", "iterate")
+
+    def __init__(self, iterator: Any, iterate: Callable[[Any], Iterable[Any]]) -> None:
+        self.iterator = iterator
+        self.iterate = iterate
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(_encoded_chunks(self.iterate(self.iterator)))
+
+    async def encoded(self) -> AsyncIterator[bytes]:
+        """The items as bytes, on the event loop; the iterator is closed however this ends."""
+        iterator = self.iterator
+        try:
+            async for chunk in iterator:
+                yield _encoded(chunk)
+        finally:
+            close = getattr(iterator, "aclose", None)
+            if close is not None:
+                await close()
+
+
+def _encoded(chunk: Any) -> bytes:
+    if isinstance(chunk, str):
+        return chunk.encode("utf-8")
+    if isinstance(chunk, (bytes, bytearray, memoryview)):
+        return bytes(chunk)
+    # bytes(5) would send five NUL bytes: refuse (mid-stream, waitress closes the connection)
+    raise InvalidReply(f"a streamed response yielded a {type(chunk).__name__}; yield str or bytes")
 
 
 def _encoded_chunks(chunks: Iterable[Any]) -> Iterable[bytes]:

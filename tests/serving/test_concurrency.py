@@ -313,3 +313,36 @@ def test_10000_requests_with_random_disconnects_leak_no_task_or_thread(serve):
     logs = server.logs()
     assert "Traceback" not in logs
     assert " 499 " in logs, "no invocation was cut off by its client: the test tested nothing"
+
+
+def test_an_async_stream_waits_for_a_slow_client_instead_of_buffering_everything(serve):
+    """Back-pressure: items are produced only as fast as the client reads (past waitress's buffer)."""
+    server = serve("""
+        import pathlib
+        HERE = pathlib.Path(__file__).parent
+
+        async def handler(body: bytes):
+            async def chunks():
+                for index in range(48):
+                    (HERE / "produced").write_text(str(index + 1))
+                    yield b"x" * (1 << 20)
+            return chunks()
+    """)
+    produced = server.directory / "produced"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = sock.recv(1 << 16)
+        assert data.startswith(b"HTTP/1.1 200")
+        _wait_for(lambda: produced.exists() and int(produced.read_text() or 0) >= 10, 15, "the stream to start")
+        time.sleep(1.0)  # the client reads nothing: the generator must stop at the high watermark (16 MiB)
+        paused_at = int(produced.read_text())
+        assert paused_at < 40, f"{paused_at} MiB produced for a client that read nothing"
+        total = len(data)
+        while True:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                break
+            total += len(chunk)
+    assert int(produced.read_text()) == 48
+    assert total > 48 << 20

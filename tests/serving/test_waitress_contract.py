@@ -172,6 +172,41 @@ def test_an_async_request_is_parked_and_resumed_on_a_live_server(tmp_path: Path)
         _stop(server, thread)
 
 
+def test_an_async_stream_is_sent_from_the_event_loop_with_no_worker_waiting(tmp_path: Path) -> None:
+    (tmp_path / "handler.py").write_text(
+        "import asyncio, pathlib\nHERE = pathlib.Path(__file__).parent\n\n"
+        "async def handler(body):\n"
+        "    async def chunks():\n"
+        "        yield 'first;'\n"
+        "        while not (HERE / 'release').exists():\n"
+        "            await asyncio.sleep(0.01)\n"
+        "        yield 'second'\n"
+        "    return chunks()\n")
+    config = Config(directory=str(tmp_path), port=free_port(), host="127.0.0.1", threads=2)
+    server = Server(build_app(config), config)
+    thread = _run(server)
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            while b"first;" not in data:
+                chunk = sock.recv(65536)
+                assert chunk, data
+                data += chunk
+            time.sleep(0.1)
+            dispatcher = server.waitress.task_dispatcher
+            with dispatcher.lock:
+                assert dispatcher.active_count == 0, "a worker waits between the items of a stream"
+            (tmp_path / "release").write_text("")
+            while not data.endswith(b"0\r\n\r\n"):
+                chunk = sock.recv(65536)
+                assert chunk, data
+                data += chunk
+            assert data.endswith(b"6\r\nsecond\r\n0\r\n\r\n"), data
+    finally:
+        _stop(server, thread)
+
+
 def test_a_live_connection_has_the_state_the_drain_reads(in_process: Server) -> None:
     """The drain and the receive deadline read a connection's state: check it on a real one."""
     thread = _run(in_process)
