@@ -28,8 +28,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import run as bench  # bench/run.py (this file is imported by it, with bench/ on sys.path)
 from provenance import stamp
+
+import run as bench  # bench/run.py (this file is imported by it, with bench/ on sys.path)
 
 VARIANTS = [  # (server, mode, label)
     ("pyfunc", "io-async", "pyfunc, async def"),
