@@ -29,7 +29,6 @@ from ._waitress import Deferred, StreamSink
 
 logger = logging.getLogger("pyfunc")
 
-INVOKE_PATHS = ("/", "")
 LIVENESS_PATHS = ("/health/liveness", "/health/live")
 READINESS_PATHS = ("/health/readiness", "/health/ready")
 ALLOW = "GET, HEAD, POST, OPTIONS"
@@ -442,15 +441,7 @@ class FunctionApp:
         try:
             method = environ["REQUEST_METHOD"]
             path = environ.get("PATH_INFO", "")
-            if path in INVOKE_PATHS:
-                if method in ("POST", "GET", "HEAD"):
-                    response = self.invoke(environ, fields, started)
-                elif method == "OPTIONS":
-                    response = Response(200, [("Allow", ALLOW)], b"")
-                else:
-                    response = problem(405, "method-not-allowed", f"{method} is not allowed on /")
-                    response.headers.append(("Allow", ALLOW))
-            elif path in LIVENESS_PATHS or path in READINESS_PATHS:
+            if path in LIVENESS_PATHS or path in READINESS_PATHS:
                 response = self.health("alive" if path in LIVENESS_PATHS else "ready")
                 if response.status == 200:
                     # Knative probes every second (every 25 ms while starting): a passing probe
@@ -459,8 +450,15 @@ class FunctionApp:
                     if self.access_log:
                         logs.access(method, path, 200, time.perf_counter() - started, fields, logging.DEBUG)
                     return result
+            # Every other path is the function's: Knative routes all of them to the container, and
+            # a Trigger's subscriber URI may carry one. HTTP functions read it from req.path.
+            elif method in ("POST", "GET", "HEAD"):
+                response = self.invoke(environ, fields, started)
+            elif method == "OPTIONS":
+                response = Response(200, [("Allow", ALLOW)], b"")
             else:
-                response = problem(404, "not-found", f"no route for {path}; the function is served at /")
+                response = problem(405, "method-not-allowed", f"{method} is not allowed")
+                response.headers.append(("Allow", ALLOW))
             result = self._send(response, environ, start_response)
             if self.access_log:
                 logs.access(method, path, _status_of(response), time.perf_counter() - started, fields)
@@ -727,7 +725,11 @@ class FunctionApp:
         if len(replies) > 1:
             raise InvalidReply("several replies can only be sent in batch mode")
         attributes, data = replies[0]
-        if mode == STRUCTURED:
+        if mode == STRUCTURED or (self.reply_mode is None and codec.needs_percent_encoding(attributes)):
+            # Under auto, a reply that binary mode would percent-encode goes out structured: the
+            # Go and JavaScript SDKs (Knative eventing's dispatchers among them) do not
+            # percent-decode ce- headers (sdk-go issue 1331), so `héllo wörld` would reach the
+            # next consumer as `h%C3%A9llo%20w%C3%B6rld`; JSON carries every value exactly.
             headers, body = codec.encode_structured(attributes, data)
         else:
             headers, body = codec.encode_binary(attributes, data)

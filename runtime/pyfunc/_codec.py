@@ -183,6 +183,16 @@ def encode_header_value(value: Any) -> str:
     )
 
 
+def needs_percent_encoding(attributes: dict[str, Any]) -> bool:
+    """Whether a ``ce-`` header of these attributes would carry a percent-encoded value.
+
+    Only strings can (the canonical forms of the other types are printable ASCII), and not
+    ``datacontenttype``, which binary mode sends as the plain Content-Type header.
+    """
+    return any(type(value) is str and _NEEDS_PERCENT.search(value) and name != "datacontenttype"
+               for name, value in attributes.items())
+
+
 def canonical_string(value: Any) -> str:
     """The canonical string of a CloudEvents type system value (spec §"Type System")."""
     if isinstance(value, str):

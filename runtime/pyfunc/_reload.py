@@ -113,7 +113,7 @@ class Reloader:
             except ProcessLookupError:
                 pass
             try:
-                child.wait(min(self.config.shutdown_timeout, MAX_RESTART_WAIT) + 2)
+                child.wait(min(self.config.shutdown_timeout or MAX_RESTART_WAIT, MAX_RESTART_WAIT) + 2)
             except subprocess.TimeoutExpired:
                 say("the server did not stop in time; killing it")
                 child.kill()

@@ -152,11 +152,16 @@ class Server:
     def _drain(self, reason: str) -> None:
         self.app.draining = True
         self._in_loop(lambda: _waitress.answer_with_close(self.waitress))
-        logger.info("%s: draining in-flight requests (up to %ss)", reason, self.config.shutdown_timeout)
+        limit = self.config.shutdown_timeout
+        logger.info("%s: draining in-flight requests (%s)", reason,
+                    f"up to {limit}s" if limit else "until they finish; the platform's SIGKILL bounds it")
         if refuse_new_handshakes(_waitress.listener(self.waitress)):
             time.sleep(0.05)  # handshakes already under way complete and land in the accept queue
         self._in_loop(lambda: _waitress.stop_accepting(self.waitress))
-        deadline = time.monotonic() + self.config.shutdown_timeout
+        # 0: no limit of pyfunc's own. Knative sends SIGTERM only after queue-proxy has drained and
+        # kills at terminationGracePeriodSeconds, which it sets to the revision's timeoutSeconds:
+        # every request still in flight is one the platform allows to finish.
+        deadline = time.monotonic() + limit if limit else float("inf")
         sweep = lambda: _waitress.sweep(self.waitress, self.config.channel_timeout, NEW_CONNECTION_GRACE)  # noqa: E731
         while self._in_loop(sweep):
             if time.monotonic() >= deadline:
