@@ -240,6 +240,7 @@ class AsyncInvocation:
             return
         loop = self.app.async_runner().loop
         self.task = self.context.run(loop.create_task, self.app.await_calls(self.calls))
+        self.calls = []  # the task holds them now, and lets go of them when it ends
         if self.app.timeout:
             self.timer = loop.call_later(self.app.timeout, self._time_out)
         self.task.add_done_callback(self._done)
@@ -625,8 +626,8 @@ class FunctionApp:
             for inv in invocations:
                 args, kwargs = self.binder.arguments(inv)
                 calls.append((inv, tuple(args), kwargs))
-        except RequestError:
-            return  # _handle decodes again and answers the 400/415
+        except Exception:  # noqa: BLE001 - _handle decodes and binds again, and answers the 400/415/500
+            return
         raise Deferred(AsyncInvocation(self, environ, fields, started, mode, events, calls))
 
     def _answer(self, work: AsyncInvocation) -> Any:

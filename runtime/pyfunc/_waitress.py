@@ -839,7 +839,8 @@ class ElasticDispatcher(ThreadedTaskDispatcher):
             with self.lock:
                 while not self.queue and self.stop_count == 0:
                     self.active_count -= 1
-                    woken = self.queue_cv.wait(self.idle_timeout)
+                    # Only a thread beyond the core retires; the core ones wait without a timeout.
+                    woken = self.queue_cv.wait(self.idle_timeout if len(self.threads) > self.core else None)
                     self.active_count += 1
                     if (not woken and not self.queue and self.stop_count == 0
                             and len(self.threads) > self.core):
