@@ -346,3 +346,55 @@ def test_an_async_stream_waits_for_a_slow_client_instead_of_buffering_everything
             total += len(chunk)
     assert int(produced.read_text()) == 48
     assert total > 48 << 20
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS: line")
+
+
+def test_1000_awaiting_requests_fit_in_60_mb(serve):
+    """1,000 parked async requests: connections, environs and coroutines, but no thread each."""
+    import resource
+    import selectors
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        import pytest
+
+        pytest.skip(f"the open files limit ({hard}) is too low for 1,000 client sockets")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2048) if hard == resource.RLIM_INFINITY
+                                                else min(hard, max(soft, 2048)), hard))
+    server = serve(ASYNC_SLEEP)
+    selector = selectors.DefaultSelector()
+    request = b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 1\r\n\r\n3"
+    received: dict[socket.socket, bytes] = {}
+    try:
+        for _ in range(1000):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            sock.sendall(request)
+            sock.setblocking(False)
+            selector.register(sock, selectors.EVENT_READ)
+            received[sock] = b""
+        time.sleep(1.0)  # every request parked (each awaits 3 s)
+        rss = _rss_mb(server.process.pid)
+        threads = _threads(server.process.pid)
+        deadline = time.monotonic() + 60
+        open_ = len(received)
+        while open_ and time.monotonic() < deadline:
+            for key, _ in selector.select(1):
+                sock = key.fileobj
+                chunk = sock.recv(65536)
+                received[sock] += chunk
+                if not chunk:
+                    selector.unregister(sock)
+                    open_ -= 1
+    finally:
+        for sock in received:
+            sock.close()
+        selector.close()
+    assert sum(1 for data in received.values() if data.startswith(b"HTTP/1.1 200")) == 1000
+    assert rss < 60, f"{rss:.1f} MB RSS with 1,000 requests awaiting"
+    assert threads < 64, f"{threads} threads for 1,000 awaiting requests"
