@@ -40,6 +40,13 @@ when any of this stops being true. Relied on, and why:
   empty, so a channel whose ``requests[0]`` is parked is dispatched by nobody but pyfunc;
   ``readable()``, ``handle_close()`` (also what a read of EOF calls), ``connected``,
   ``server.add_task(task)`` (any object with ``service()`` and ``cancel()``).
+- Streams sent from the event loop (``StreamSink``): ``channel.service`` makes its task with
+  ``self.task_class(self, request)`` (so ``ResumableTask.__new__`` can hand back the stream's
+  own task), ``Task.service`` runs ``start()``, ``execute()``, ``finish()`` (which writes the
+  last chunk), ``Task.write(data)`` frames chunks and calls ``channel.write_soon``, which only
+  waits when ``total_outbufs_len`` is over ``adj.outbuf_high_watermark`` (the sink sends only
+  under it) and flushes at once (``adj.send_bytes`` is 1 unless set); ``handle_write()``
+  flushes on the I/O loop.
 - The elastic pool: ``ThreadedTaskDispatcher`` keeps ``threads`` (a set of numbers), ``queue``,
   ``lock``, ``queue_cv``, ``thread_exit_cv``, ``active_count``, ``stop_count``;
   ``create_server(_dispatcher=)`` uses the given dispatcher (and leaves its thread count alone);
@@ -49,7 +56,7 @@ when any of this stops being true. Relied on, and why:
 When the loop's part of the contract does not hold at startup, :func:`install_loop` logs one
 warning and leaves waitress on its own loop: slower, but serving. When the deferral's part does
 not hold, :func:`install_deferral` logs one warning and ``async def`` handlers hold their worker
-while they await, as before pyfunc 0.3 (the elastic pool then still serves them concurrently).
+while they await, as they used to (the elastic pool then still serves them concurrently).
 """
 
 from __future__ import annotations
@@ -766,6 +773,16 @@ def deferral_contract_problems(server: Any) -> list[str]:
         None if "environ = self.environ" in environment else "WSGITask.get_environment caches no environ",
         None if "len(self.requests) == 1" in received and "add_task(self)" in received
         else "HTTPChannel.received may dispatch a channel whose request is parked",
+        # Streams (StreamSink, ResumableTask):
+        None if "self.task_class(self, request)" in service else "HTTPChannel.service makes no task_class task",
+        None if all(step in task_service for step in ("self.start()", "self.execute()", "self.finish()"))
+        else "Task.service does not run start, execute, finish",
+        _has(WSGITask, "write", ("self", "data")),
+        _has(WSGITask, "finish", ("self",)),
+        _has(HTTPChannel, "handle_write", ("self",)),
+        _has(HTTPChannel, "write_soon", ("self", "data")),
+        None if isinstance(getattr(server.adj, "outbuf_high_watermark", None), int)
+        else "adj.outbuf_high_watermark is missing",
     ]
     return [problem for problem in checks if problem]
 
