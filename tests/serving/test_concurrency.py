@@ -190,19 +190,19 @@ def test_drain_completes_200_async_invocations_in_flight(serve):
     lock = threading.Lock()
 
     def one() -> None:
-        answer = _post(server.port, b"2")
+        answer = _post(server.port, b"3")
         with lock:
             results.append(answer)
 
     threads = [threading.Thread(target=one) for _ in range(200)]
     for thread in threads:
         thread.start()
-    time.sleep(1.0)  # all connected and awaiting (each awaits 2 s)
+    time.sleep(1.5)  # all connected and awaiting (each awaits 3 s)
     server.process.send_signal(signal.SIGTERM)
     for thread in threads:
         thread.join(30)
     assert server.process.wait(30) == 0
-    assert sorted(results) == [(200, b"2")] * 200
+    assert sorted(results) == [(200, b"3")] * 200
 
 
 def test_an_async_generator_streams_its_first_chunk_before_it_ends(serve):
