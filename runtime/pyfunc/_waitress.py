@@ -809,6 +809,7 @@ STARVATION_TICK = 0.01  # seconds between looks at a queue that waits for a work
 CPU_BUSY = 0.5  # the process used at least this share of a core: its workers are computing, not blocked
 STARVED = 0.5  # seconds with work queued and no task finished: grow even if the process looks busy
 STRIKES = 2  # consecutive starved ticks before the pool grows (one can be a scheduling hiccup)
+BUSY_TICK = 0.1  # the longest look interval, reached while the workers keep finishing tasks
 
 
 class ElasticDispatcher(ThreadedTaskDispatcher):
@@ -823,7 +824,9 @@ class ElasticDispatcher(ThreadedTaskDispatcher):
     threads for all of them at once when, for ``STRIKES`` ticks in a row, no task finished
     *and* the process used less than half a core (``time.process_time``) while the watcher
     itself got the CPU on time (a late wake-up means a CPU-starved process, not blocked
-    workers). Half a second without any task finishing grows the pool regardless. Workers that compute keep finishing
+    workers). Half a second without any task finishing grows the pool regardless. While tasks
+    keep finishing, the watcher looks less and less often (up to every ``BUSY_TICK``), and
+    once nothing waits it sleeps until :meth:`add_task` wakes it. Workers that compute keep finishing
     tasks or keep the CPU busy, so a CPU-bound load never grows the pool: under the GIL more
     threads would only share the same core. A load that blocks leaves the CPU idle with
     tasks waiting, and gets a thread per waiting task within a tick or two.
@@ -838,6 +841,7 @@ class ElasticDispatcher(ThreadedTaskDispatcher):
         self.grown = 0  # threads started by the watcher (for tests and logs)
         self._watcher_cv = threading.Condition(self.lock)
         self._watcher: Optional[threading.Thread] = None
+        self._watching = False  # the watcher ticks (else it waits for add_task to wake it)
         self._closing = False
 
     def start_new_thread(self, target: Any, thread_no: int) -> None:
@@ -883,31 +887,44 @@ class ElasticDispatcher(ThreadedTaskDispatcher):
         with self.lock:
             self.queue.append(task)
             self.queue_cv.notify()
-            if self._starving():
+            # The watcher is told only when it sleeps on the condition (not while it ticks), so a
+            # steadily busy pool pays one comparison per task here.
+            if not self._watching and self._starving():
+                self._watching = True
                 if self._watcher is None:
                     self._watcher = threading.Thread(target=self._watch, name="pyfunc-pool", daemon=True)
                     self._watcher.start()
-                self._watcher_cv.notify()
+                else:
+                    self._watcher_cv.notify()
 
     def _watch(self) -> None:
         strikes = 0  # consecutive ticks that looked starved
+        tick = STARVATION_TICK
         while True:
             with self.lock:
                 while not self._starving():
-                    strikes = 0
+                    strikes, tick = 0, STARVATION_TICK
                     if self._closing:
                         return
+                    self._watching = False
                     self._watcher_cv.wait()
-            cpu, wall = time.process_time(), time.monotonic()
-            time.sleep(STARVATION_TICK)
+                self._watching = True
+            cpu, wall, slept = time.process_time(), time.monotonic(), tick
+            time.sleep(slept)
             with self.lock:
                 now = time.monotonic()
-                if not self._starving() or now - self.last_done < STARVATION_TICK:
+                if not self._starving():
                     strikes = 0
                     continue
+                if now - self.last_done < slept:
+                    # Tasks finish: a busy pool, whose queue is normal. Look less often while it
+                    # stays so (a load that turns to blocking is seen within BUSY_TICK).
+                    strikes, tick = 0, min(BUSY_TICK, tick * 2)
+                    continue
+                tick = STARVATION_TICK
                 if now - self.last_done >= STARVED:
                     strikes = STRIKES  # blocked for long, whatever the CPU says
-                elif now - wall > 2 * STARVATION_TICK:
+                elif now - wall > 2 * slept:
                     # The watcher itself woke late: the process is short of CPU (a busy machine, a
                     # CPU quota), which stalls computing workers too. Not a sign of blocked ones.
                     strikes = 0
@@ -935,7 +952,7 @@ class ElasticDispatcher(ThreadedTaskDispatcher):
     def shutdown(self, cancel_pending: bool = True, timeout: float = 5) -> bool:
         with self.lock:
             self._closing = True
-            self._watcher_cv.notify_all()
+            self._watcher_cv.notify_all()  # a waiting watcher returns
         return bool(super().shutdown(cancel_pending=cancel_pending, timeout=timeout))  # type: ignore[arg-type]
 
 
