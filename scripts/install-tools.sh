@@ -103,3 +103,4 @@ if [ ! -f "$NPM_DIR/node_modules/@kubernetes-models/knative/package.json" ] ||
 fi
 note "knative validator in $NPM_DIR"
 step "Tools ready"
+"$REPO/scripts/install-knative.sh"  # real Knative parts for the e2e (queue-proxy, func, our Go programs)
