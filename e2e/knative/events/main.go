@@ -134,7 +134,7 @@ func deliver(args []string) {
 		opts = append(opts, kncloudevents.WithEventFormat(&f))
 	}
 	// Count the function's attempts through a counting proxy in front of it.
-	attempts := 0
+	attempts, statuses := 0, []int{}
 	var amu sync.Mutex
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -153,6 +153,9 @@ func deliver(args []string) {
 			return
 		}
 		defer resp.Body.Close()
+		amu.Lock()
+		statuses = append(statuses, resp.StatusCode)
+		amu.Unlock()
 		for k, v := range resp.Header {
 			w.Header()[k] = v
 		}
@@ -165,7 +168,8 @@ func deliver(args []string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	info, err := kncloudevents.NewDispatcher(eventingtls.ClientConfig{}, nil).SendEvent(ctx, ev, dest, opts...)
-	out := map[string]any{"error": nil, "attempts": attempts}
+	// response_code/response_body: kncloudevents' DispatchInfo of the last request it made.
+	out := map[string]any{"error": nil}
 	if err != nil {
 		out["error"] = err.Error()
 	}
@@ -177,7 +181,7 @@ func deliver(args []string) {
 	dls.mu.Lock()
 	out["reply"], out["dead_letter"] = reply.got, dls.got
 	amu.Lock()
-	out["attempts"] = attempts
+	out["attempts"], out["function_statuses"] = attempts, statuses
 	json.NewEncoder(os.Stdout).Encode(out)
 }
 
@@ -239,33 +243,35 @@ func read(args []string) {
 	if err != nil {
 		fail("request: %v", err)
 	}
-	out := map[string]any{"status": resp.StatusCode, "content_type": resp.Header.Get("Content-Type")}
-	var events []decoded
-	if cehttp.IsHTTPBatch(resp.Header) {
+	out := map[string]any{"status": resp.StatusCode, "content_type": resp.Header.Get("Content-Type"),
+		// sdk-go's own batch test compares the whole Content-Type (parameters included).
+		"sdk_is_http_batch": cehttp.IsHTTPBatch(resp.Header)}
+	events := []decoded{}
+	msg := cehttp.NewMessageFromHttpResponse(resp)
+	switch msg.ReadEncoding() {
+	case binding.EncodingBatch:
 		out["mode"] = "batch"
-		batch, err := cehttp.NewEventsFromHTTPResponse(resp)
+		batch, err := binding.ToEvents(ctx, msg, msg.BodyReader)
 		if err != nil {
 			fail("decode batch reply: %v", err)
 		}
 		for i := range batch {
 			events = append(events, decode(&batch[i]))
 		}
-	} else {
-		msg := cehttp.NewMessageFromHttpResponse(resp)
+	case binding.EncodingBinary, binding.EncodingStructured:
 		out["mode"] = map[binding.Encoding]string{binding.EncodingBinary: "binary",
 			binding.EncodingStructured: "structured"}[msg.ReadEncoding()]
-		if msg.ReadEncoding() != binding.EncodingUnknown {
-			e, err := binding.ToEvent(ctx, msg)
-			if err != nil {
-				fail("decode reply: %v", err)
-			}
-			events = append(events, decode(e))
-		} else {
-			body, _ := io.ReadAll(resp.Body)
-			out["body"] = string(body)
+		e, err := binding.ToEvent(ctx, msg)
+		if err != nil {
+			fail("decode reply: %v", err)
 		}
-		msg.Finish(nil)
+		events = append(events, decode(e))
+	default:
+		out["mode"] = "none"
+		body, _ := io.ReadAll(resp.Body)
+		out["body"] = string(body)
 	}
+	msg.Finish(nil)
 	out["events"] = events
 	json.NewEncoder(os.Stdout).Encode(out)
 }
