@@ -1,6 +1,7 @@
 // kn-validate: what Knative Serving's admission webhook does to a serving.knative.dev/v1 Service
 // (SetDefaults, then Validate, with the default config-defaults / config-features), run offline on
-// YAML files. Exits 1 with Knative's own message when a Service is invalid.
+// YAML files. Exits 1 with Knative's own message when a Service is invalid; its warnings (which
+// kubectl prints but applies anyway) go to stderr as `warning: …`.
 //
 // With -pod it also prints, as JSON, the pod spec Knative's reconcilers make for the Service's first
 // Revision (MakeConfiguration -> MakeRevision -> MakeDeployment): the user container as Knative runs
@@ -85,7 +86,12 @@ func main() {
 			}
 			// The webhook: defaulting, then validation of a create.
 			svc.SetDefaults(ctx)
-			if err := svc.Validate(apis.WithinCreate(ctx)); err != nil {
+			// Errors reject the Service; warnings are what kubectl prints and still applies.
+			result := svc.Validate(apis.WithinCreate(ctx))
+			if warn := result.Filter(apis.WarningLevel); warn != nil {
+				fmt.Fprintf(os.Stderr, "warning: %s: %s\n", where, warn.Error())
+			}
+			if err := result.Filter(apis.ErrorLevel); err != nil {
 				fmt.Fprintf(os.Stderr, "invalid: %s: %s\n", where, err.Error())
 				failed = true
 				continue
