@@ -36,6 +36,10 @@ def test_pod_spec_is_knatives(knative_fn_build):
         assert probe["httpGet"]["path"] == "/health/readiness" and probe["httpGet"]["port"] == 8080
         assert "periodSeconds" not in probe  # aggressive startup probing stays on
         assert "readinessProbe" not in p.user  # moved to queue-proxy
+        # The user container gets PORT and K_*; the timeouts and concurrency only go to queue-proxy.
+        user_env = {e["name"] for e in p.user["env"]}
+        assert {"PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION"} <= user_env
+        assert not user_env & {"REVISION_TIMEOUT_SECONDS", "CONTAINER_CONCURRENCY"}, user_env
         assert p.user["lifecycle"]["preStop"]["httpGet"] == {"path": "/wait-for-drain", "port": 8022}
         assert p.spec["terminationGracePeriodSeconds"] == 300
         p.wait_ready()
