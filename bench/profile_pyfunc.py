@@ -77,9 +77,9 @@ def call(app, env: dict, body: bytes) -> bytes:
 
 
 def load_pyfunc(mode: str, env: dict | None = None):
-    from pyfunc import logs
-    from pyfunc.config import Config
-    from pyfunc.server import build_app
+    from pyfunc import _logs as logs
+    from pyfunc._config import Config
+    from pyfunc._server import build_app
 
     cfg = Config.load(environ=env or {}, directory=str(BENCH / "servers" / "pyfunc" / mode),
                       threads=4)

@@ -6,6 +6,7 @@
 #   builder/requirements.lock  builder/requirements.in: pip + cyclonedx-bom in pyfunc/build
 #     (both for CPython 3.11 on manylinux x86_64, the images' Python, whatever the host runs)
 #   scripts/locks/test.lock    pyfunc + its [test] extra: the .venv of scripts/test.sh
+#   scripts/locks/waitress-floor.lock  the oldest waitress pyproject allows (scripts/test-waitress-floor.sh)
 #   scripts/locks/pip-audit.lock  the auditor's own dependencies (scripts/audit.sh)
 #     (both universal: any Python pyproject allows, any platform)
 # Needs PyPI. Run it after changing a dependency, or as the deliberate step that takes upstream
@@ -24,6 +25,10 @@ universal=(--universal --python-version 3.9)
 step "uv pip compile pyproject.toml[test] -> scripts/locks/test.lock"
 "$uv" pip compile --quiet --generate-hashes "${universal[@]}" --extra test \
   --custom-compile-command "scripts/lock.sh" -o scripts/locks/test.lock pyproject.toml scripts/locks/build-backend.in ${UPGRADE:+--upgrade}
+floor="$(sed -n 's/^ *"waitress>=\([0-9.]*\),.*/\1/p' pyproject.toml)"
+step "uv pip compile waitress==$floor (the floor of pyproject's range) -> scripts/locks/waitress-floor.lock"
+echo "waitress==$floor" | "$uv" pip compile --quiet --generate-hashes "${universal[@]}" --no-deps \
+  --custom-compile-command "scripts/lock.sh" -o scripts/locks/waitress-floor.lock -
 step "uv pip compile pip-audit==$PIP_AUDIT_VERSION -> scripts/locks/pip-audit.lock"
 # pip-audit itself needs Python >= 3.10 (the hosts run 3.11).
 echo "pip-audit==$PIP_AUDIT_VERSION" | "$uv" pip compile --quiet --generate-hashes --universal \

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Every test pyfunc has, on a fresh machine: lint, unit, integration, serving, CLI, examples, and
-# the e2e with real pack and docker. It installs what it needs: the project venv (.venv) here,
+# Every test pyfunc has, on a fresh machine: lint, types, unit, integration, serving, CLI, examples,
+# the waitress floor and the e2e with real pack and docker. It installs what it needs: .venv here,
 # and Docker, pack, the lifecycle, the images and the builder through scripts/install-tools.sh
 # and scripts/build-images.sh (both cached: a second run skips what is already built).
 # Extra arguments go to pytest; PYFUNC_SKIP_E2E=1 skips the container side for a quick local loop.
@@ -20,6 +20,12 @@ step "Figures: stale results"
 
 step "ruff"
 .venv/bin/ruff check .
+
+step "mypy --strict runtime/pyfunc (pyproject's [tool.mypy])"
+.venv/bin/mypy
+
+step "The waitress floor: tests that reach into waitress, on the oldest version pyproject allows"
+scripts/test-waitress-floor.sh
 
 if [ "${PYFUNC_SKIP_E2E:-0}" != 1 ]; then
   scripts/install-tools.sh

@@ -24,7 +24,7 @@ import requests
 from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import CloudEvent
 
-from pyfunc.server import free_port
+from pyfunc._server import free_port
 
 
 @dataclass
@@ -73,7 +73,8 @@ def start_server(
 ) -> Running:
     port = free_port()
     log_path = directory.parent / f"{directory.name}-server.log"
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("PYFUNC_", "PYTHON_HANDLER", "K_"))}
+    hermetic = ("PYFUNC_", "PYTHON_HANDLER", "K_", "REVISION_TIMEOUT")
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(hermetic)}
     full_env.update({"PORT": str(port), "PYFUNC_HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1"})
     full_env.update(env or {})
     with open(log_path, "wb") as log:

@@ -1,17 +1,26 @@
-"""pyfunc: run a plain Python function as a CloudEvents/HTTP function on Knative."""
+"""pyfunc: run a plain Python function as a CloudEvents/HTTP function on Knative.
+
+The public API is this module, :mod:`pyfunc.testing` (call a function in-process through the
+server's own code) and the ``pyfunc`` command (:mod:`pyfunc.cli`, ``python -m pyfunc``).
+Every other module is private (``pyfunc._*``): its names may change in any release.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 __version__ = "0.2.0"
-__all__ = ["__version__", "find_func"]
+__all__ = ["__version__", "find_func", "HandlerLoadError"]
 
 
 def __getattr__(name: str) -> Any:
     # Lazy, so `import pyfunc` (and so `pyfunc --help`) does not load the whole runtime.
     if name == "find_func":
-        from .locate import find_func
+        from ._locate import find_func
 
         return find_func
+    if name == "HandlerLoadError":
+        from ._errors import HandlerLoadError
+
+        return HandlerLoadError
     raise AttributeError(f"module 'pyfunc' has no attribute {name!r}")

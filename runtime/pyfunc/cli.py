@@ -1,6 +1,6 @@
 """Command line: ``pyfunc <command>`` and ``python -m pyfunc [DIR]``.
 
-Each subcommand lives in ``pyfunc.commands.<name>`` and exposes ``register(subparsers)``; this
+Each subcommand lives in ``pyfunc._commands.<name>`` and exposes ``register(subparsers)``; this
 module only assembles them and turns expected failures into one clear line and exit code 1.
 """
 
@@ -13,8 +13,8 @@ import sys
 from typing import Optional, Sequence
 
 from . import __version__
-from .config import ConfigError, add_arguments
-from .errors import PyfuncError
+from ._config import ConfigError, add_arguments
+from ._errors import PyfuncError
 
 COMMANDS = ("run", "check", "invoke", "init", "build")
 
@@ -28,9 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:
-            module = importlib.import_module(f"pyfunc.commands.{name}")
+            module = importlib.import_module(f"pyfunc._commands.{name}")
         except ModuleNotFoundError as exc:
-            if exc.name != f"pyfunc.commands.{name}":
+            if exc.name != f"pyfunc._commands.{name}":
                 raise
             continue
         module.register(subparsers)
@@ -77,7 +77,7 @@ def main_module(argv: Optional[Sequence[str]] = None) -> int:
     if argv and argv[0] in COMMANDS and not os.path.isdir(argv[0]):
         return main(argv)
     args = module_parser().parse_args(argv)
-    from .commands.run import serve_from_args
+    from ._commands.run import serve_from_args
 
     try:
         return serve_from_args(args)

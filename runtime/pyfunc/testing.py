@@ -40,12 +40,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Union
 
-from . import codec
-from .codec import BATCH, BINARY, STRUCTURED, Event
-from .config import Config
-from .errors import PyfuncError
+from . import _codec as codec
+from ._codec import BATCH, BINARY, STRUCTURED, Event
+from ._config import Config
+from ._errors import HandlerLoadError, PyfuncError
 
-__all__ = ["FunctionClient", "Reply", "Event", "make_event"]
+__all__ = ["FunctionClient", "Reply", "Event", "make_event", "HandlerLoadError"]
 
 DEFAULT_TYPE = "dev.pyfunc.test"
 DEFAULT_SOURCE = "/pyfunc/testing"
@@ -131,7 +131,7 @@ class FunctionClient:
     ``handler`` picks the function as ``PYTHON_HANDLER`` would (``module.func``); for a file
     it may be just the function's name. ``env`` holds environment variables set while the
     client is open (``start(cfg)`` and the handler see them). Any other keyword is a server
-    setting (``timeout=2``, ``reply_mode="structured"``…), as in :class:`pyfunc.config.Config`.
+    setting (``timeout=2``, ``reply_mode="structured"``…), as in :class:`pyfunc._config.Config`.
     Use it as a context manager, or call :meth:`close`, so the ``stop()`` hook runs.
     """
 
@@ -139,7 +139,7 @@ class FunctionClient:
                  *, env: Optional[Mapping[str, str]] = None, **settings: Any) -> None:
         from werkzeug.test import Client
 
-        from .server import build_app, run_start_hook
+        from ._server import build_app, run_start_hook
 
         location = Path(path)
         if location.is_file():
@@ -255,7 +255,7 @@ class FunctionClient:
         if self._closed:
             return
         self._closed = True
-        from .server import run_stop_hook
+        from ._server import run_stop_hook
 
         try:
             run_stop_hook(self.app.loaded)

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import pytest
 import requests
 
-from pyfunc.server import free_port
+from pyfunc._server import free_port
 
 PYFUNC = str(Path(sys.executable).with_name("pyfunc"))
 

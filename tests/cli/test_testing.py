@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from pyfunc.errors import HandlerLoadError
+from pyfunc._errors import HandlerLoadError
 from pyfunc.testing import FunctionClient, make_event
 
 ECHO = """
@@ -156,7 +156,7 @@ def test_same_reply_as_the_real_server(tmp_path, serve):
     event = make_event({"x": [1, 2]}, type="com.example.ping", id="same-id", partitionkey="p")
     with FunctionClient(function(tmp_path, ECHO)) as client:
         local = client.send(event)
-    from pyfunc import codec
+    from pyfunc import _codec as codec
 
     headers, body = codec.encode_binary(event.attributes, event.data)
     remote = requests.post(running.url, data=body, headers=dict(headers), timeout=10)

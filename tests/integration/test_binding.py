@@ -228,7 +228,7 @@ def test_the_unread_request_stand_in_is_the_real_request_when_reached() -> None:
 
     import flask
 
-    from pyfunc.binding import Invocation, LazyRequest
+    from pyfunc._binding import Invocation, LazyRequest
 
     environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/", "QUERY_STRING": "name=Ada", "SERVER_NAME": "x",
                "SERVER_PORT": "80", "wsgi.url_scheme": "http", "CONTENT_TYPE": "application/json",
@@ -251,7 +251,7 @@ def test_the_unread_request_stand_in_is_the_real_request_when_reached() -> None:
      "        return f(*a, **k)\n    return wrapper\n@deco\ndef handler(req):\n    return 'hi'", False),
 ])
 def test_only_a_provably_unread_request_parameter_gets_the_stand_in(source: str, never_read: bool) -> None:
-    from pyfunc.binding import compile_binder
+    from pyfunc._binding import compile_binder
 
     namespace: dict = {}
     exec(compile(source, "<handler>", "exec"), namespace)  # noqa: S102 - test input written above

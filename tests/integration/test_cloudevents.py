@@ -148,13 +148,25 @@ def test_header_values_are_percent_encoded_on_output(serve):
     server = serve("""
         def handler(data):
             return {"type": "r", "source": "/s", "note": 'Euro € 😀 "q" 100%', "crlf": "a\\r\\nInjected: yes"}, None
-    """)
+    """, env={"PYFUNC_REPLY_MODE": "binary"})
     response = send(server.url, make_event())
     assert response.status_code == 200
     raw = response.raw._original_response.msg  # the headers exactly as sent
     assert raw["ce-note"] == "Euro%20%E2%82%AC%20%F0%9F%98%80%20%22q%22%20100%25"
     assert raw["ce-crlf"] == "a%0D%0AInjected:%20yes"
     assert "Injected" not in response.headers
+
+
+def test_auto_reply_with_values_that_need_encoding_is_structured(serve):
+    server = serve("""
+        def handler(data):
+            return {"type": "r", "source": "/s", "subject": "a subject", "note": "héllo wörld", "pct": "100%"}, {"k": 1}
+    """)
+    response = send(server.url, make_event())
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/cloudevents+json")
+    event = from_http(response.headers, response.content)
+    assert (event["subject"], event["note"], event["pct"], event.data) == ("a subject", "héllo wörld", "100%", {"k": 1})
 
 
 def test_invalid_utf8_percent_sequence_is_400(echo):
@@ -334,3 +346,10 @@ def test_structured_reply_matches_sdk_reading(returns):
     response = requests.post(returns.url, headers=headers, data=body, timeout=10)
     reply = from_http(response.headers, response.content)
     assert reply["type"] == "r.tuple" and reply.data == {"x": 1}
+
+
+def test_an_event_posted_to_any_path_reaches_the_function(echo):
+    # A Trigger's subscriber URI may carry a path; Knative routes every path to the container.
+    response = requests.post(echo.url + "/some/path?x=1", json={"k": "v"}, headers=BINARY_HEADERS, timeout=10)
+    assert response.status_code == 200 and response.json() == {"k": "v"}
+    assert requests.get(echo.url + "/health/readiness", timeout=10).status_code == 200

@@ -102,7 +102,7 @@ def test_debug_puts_class_and_message_in_the_body(failing_debug):
 
 
 def test_debug_is_off_by_default_and_parsed_as_a_boolean():
-    from pyfunc.config import Config, ConfigError
+    from pyfunc._config import Config, ConfigError
 
     assert Config.load({}).debug is False
     assert Config.load({"PYFUNC_DEBUG": "on"}).debug is True

@@ -82,8 +82,10 @@ def test_http_invalid_returns_are_500(http, kind):
 
 
 def test_routes(http):
-    assert requests.get(http.url + "/nope", timeout=10).status_code == 404
+    # Every path is the function's (Knative routes them all to the container).
+    assert requests.get(http.url + "/some/path", params={"kind": "str"}, timeout=10).status_code == 200
     assert requests.put(http.url, timeout=10).status_code == 405
+    assert requests.delete(http.url + "/a/b", timeout=10).status_code == 405
     options = requests.options(http.url, timeout=10)
     assert options.status_code == 200 and "POST" in options.headers["Allow"]
     head = requests.head(http.url, params={"kind": "str"}, timeout=10)
@@ -243,3 +245,12 @@ def test_typed_http_body(serve):
     bad = requests.post(server.url, data=b"{oops", timeout=10)
     assert bad.status_code == 400 and bad.json()["reason"] == "invalid-data"
     assert json.loads(bad.text)["status"] == 400
+
+
+def test_http_function_sees_the_real_path(serve):
+    server = serve("""
+        def handler(req):
+            return {"path": req.path, "args": dict(req.args)}
+    """)
+    response = requests.get(server.url + "/a/b", params={"q": "1"}, timeout=10)
+    assert response.status_code == 200 and response.json() == {"path": "/a/b", "args": {"q": "1"}}

@@ -1,4 +1,4 @@
-"""Coverage-guided fuzzing of pyfunc.codec.decode_request with atheris (in process, no server).
+"""Coverage-guided fuzzing of pyfunc._codec.decode_request with atheris (in process, no server).
 
 Why in addition to the hypothesis tests: atheris mutates toward new branches of the codec itself,
 at tens of thousands of inputs a second, which no HTTP round trip can match. The property is the
@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 from provenance import stamp  # noqa: E402 - tooling, not shipped; imported before instrumenting
 
 with atheris.instrument_imports():
-    from pyfunc import codec
-    from pyfunc.errors import BadEvent
+    from pyfunc import _codec as codec
+    from pyfunc._errors import BadEvent
 
 CONTENT_TYPES = ["", "application/json", "text/plain; charset=latin-1", "application/cloudevents+json",
                  "application/cloudevents-batch+json", "application/octet-stream", "text/plain; charset=utf-16",

@@ -44,7 +44,7 @@ CE = {"ce-specversion": "1.0", "ce-source": "/soak", "ce-type": "soak.event"}
 
 def start(threads: int = 8, extra_env: Optional[dict[str, str]] = None) -> tuple[subprocess.Popen, int, Path]:
     """``python -m pyfunc`` serving the echo handler on a free loopback port (access log off: disk noise)."""
-    from pyfunc.server import free_port
+    from pyfunc._server import free_port
 
     directory = Path(tempfile.mkdtemp(prefix="pyfunc-soak-"))
     (directory / "handler.py").write_text(ECHO)

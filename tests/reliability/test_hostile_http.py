@@ -70,9 +70,20 @@ class Background:
 # ---------------------------------------------------------------------------------------- headers
 
 
+def assert_refusal(response: rawhttp.RawResponse, status: int, reason: str) -> None:
+    """A 413/431 that waitress refused before the app: pyfunc's problem+json, closing the connection."""
+    assert response.status == status, (response.status, response.body[:300])
+    assert response.header("Content-Type") == "application/problem+json"
+    assert response.header("Connection") == "close"
+    problem = response.json()
+    assert (problem["status"], problem["reason"], problem["type"]) == (status, reason, f"urn:pyfunc:problem:{reason}")
+    assert "bytes" in problem["detail"]
+
+
 def test_oversized_header_gets_431(server) -> None:
     responses = rawhttp.exchange(server.port, rawhttp.request_bytes("POST", "/", {**CE, "X-Big": "a" * 70_000}, b"1"))
     assert [r.status for r in responses] == [431]
+    assert_refusal(responses[0], 431, "headers-too-large")
     assert_serving(server.port)
 
 
@@ -156,6 +167,7 @@ def test_100_mb_body_gets_413_without_being_read(server) -> None:
         time.sleep(0.3)
     responses = rawhttp.parse_all(data)
     assert [r.status for r in responses] == [413]
+    assert_refusal(responses[0], 413, "body-too-large")
     assert sent < 3 * MAX_BODY, f"the client pushed {sent} bytes: the server read far beyond the limit"
     background.check()
     assert_serving(server.port)
@@ -192,7 +204,7 @@ def test_body_longer_than_content_length(server) -> None:
 
 
 def test_chunked_bodies(server) -> None:
-    """Valid chunked → 200 with the de-chunked body; a bad chunk size → 400; an over-limit chunk → 413 or close."""
+    """Valid chunked → 200 with the de-chunked body; a bad chunk size → 400; an over-limit chunk → 413."""
     head = ("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\n"
             + "".join(f"{k}: {v}\r\n" for k, v in CE.items()) + "Connection: close\r\n\r\n").encode()
     responses = rawhttp.exchange(server.port, head + b'3\r\n{"a\r\n4\r\n":1}\r\n0\r\n\r\n')
@@ -201,7 +213,8 @@ def test_chunked_bodies(server) -> None:
     assert [r.status for r in responses] == [400]
     responses = rawhttp.exchange(server.port, head + b"FFFFFFFF\r\n" + b"x" * 1000)
     assert_clean(responses)
-    assert [r.status for r in responses] in ([], [413], [400])
+    assert [r.status for r in responses] == [413]
+    assert_refusal(responses[0], 413, "body-too-large")
     # Content-Length and chunked together (a smuggling shape): chunked wins or a 400, never two requests.
     both = head.replace(b"Transfer-Encoding: chunked\r\n", b"Transfer-Encoding: chunked\r\nContent-Length: 3\r\n")
     responses = rawhttp.exchange(server.port, both + b"0\r\n\r\n")
@@ -299,3 +312,59 @@ def test_connect_and_say_nothing_then_go(server) -> None:
     for _ in range(50):
         rawhttp.connect(server.port).close()
     assert_serving(server.port)
+
+
+# ---------------------------------------------------------------------------------------- refusals
+
+
+@pytest.fixture(scope="module")
+def small_limits(serve_module: Callable[..., object]) -> object:
+    """An echo server with a 1 KiB body and a 4 KiB head limit: refusals are cheap to provoke."""
+    return serve_module("def handler(body: bytes):\n    return body\n",
+                        env={"PYFUNC_MAX_BODY_SIZE": "1K", "PYFUNC_MAX_HEADER_SIZE": "4K"})
+
+
+def _chunked(chunks: list[bytes], end: bool = True, path: str = "/") -> bytes:
+    head = (b"POST %s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Type: application/octet-stream\r\n\r\n" % path.encode())
+    body = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for chunk in chunks)
+    return head + body + (b"0\r\n\r\n" if end else b"")
+
+
+def _access_lines(server: object, status: int) -> list[str]:
+    return [line for line in server.logs().splitlines() if "pyfunc.access" in line and f" {status} " in line]
+
+
+def test_refusals_are_problem_json_and_access_lines(small_limits) -> None:
+    """413 (Content-Length, chunked) and 431 are answered as every other pyfunc refusal, and logged."""
+    server = small_limits
+    before = {status: len(_access_lines(server, status)) for status in (413, 431)}
+    too_long = rawhttp.request_bytes("POST", "/sized", {"X-Request-Id": "big-1"}, b"x" * 1025)
+    cases = [
+        (too_long, 413, "body-too-large"),
+        (_chunked([b"x" * 600, b"y" * 600], path="/chunked"), 413, "body-too-large"),
+        (rawhttp.request_bytes("POST", "/", {"X-Big": "h" * 5000}, b"1"), 431, "headers-too-large"),
+    ]
+    for data, status, reason in cases:
+        responses = rawhttp.exchange(server.port, data)
+        assert len(responses) == 1, responses
+        assert_refusal(responses[0], status, reason)
+    time.sleep(0.3)  # access lines are written by the loop's next turn
+    assert len(_access_lines(server, 413)) == before[413] + 2
+    assert len(_access_lines(server, 431)) == before[431] + 1
+    assert any("POST /sized 413" in line for line in _access_lines(server, 413))
+    assert any("POST /chunked 413" in line for line in _access_lines(server, 413))
+    # At the limit exactly: served, chunked too (the limit is on the body, not its chunk framing).
+    body = b"z" * 1024
+    for data in (rawhttp.request_bytes("POST", "/", {}, body), _chunked([body]), _chunked([b"z" * 8] * 128)):
+        responses = rawhttp.exchange(server.port, data)
+        assert [(r.status, r.body) for r in responses] == [(200, body)]
+
+
+def test_a_chunk_announcing_more_than_the_limit_is_answered_at_once(small_limits) -> None:
+    """The client is still connected and sending: it gets its 413 without closing its side first."""
+    with rawhttp.connect(small_limits.port, timeout=10) as sock:
+        sock.sendall(_chunked([], end=False) + b"100000\r\n" + b"x" * 100)
+        response = rawhttp.read_response(sock, timeout=5)
+    assert_refusal(response, 413, "body-too-large")
+    assert_serving(small_limits.port)

@@ -2,7 +2,9 @@
 
 Policy (binding §3.1.3.2): in binary mode every ``ce-`` attribute and extension value is
 percent-encoded (space, ``"``, ``%``, CR, LF, NUL, every byte outside U+0021..U+007E, as UTF-8), so
-any string goes out intact and comes back with one round of percent-decoding. What cannot be
+any string goes out intact and comes back with one round of percent-decoding. (Binary is forced
+here with PYFUNC_REPLY_MODE=binary; under auto such a reply goes out structured instead, see
+test_auto_replies_with_encodable_values_go_structured.) What cannot be
 encoded is rejected with a 500 ``invalid-reply``: an attribute *name* that is not lower-case
 letters and digits, a ``datacontenttype`` (sent as the plain Content-Type header) with a byte
 outside printable ASCII, and an HTTP handler's header with CR, LF or NUL. In structured and
@@ -72,6 +74,11 @@ WHERE = {"subject": "ce-subject", "extension": "ce-relext", "type": "ce-type", "
 
 @pytest.fixture(scope="module")
 def server(serve_module: Callable[..., object]) -> object:
+    return serve_module(HANDLER, env={"PYFUNC_REPLY_MODE": "binary"})
+
+
+@pytest.fixture(scope="module")
+def auto_server(serve_module: Callable[..., object]) -> object:
     return serve_module(HANDLER)
 
 
@@ -111,9 +118,31 @@ def test_binary_values_are_percent_encoded(server, case: str, where: str) -> Non
 
 
 @pytest.mark.parametrize("case", sorted(VALUES))
+@pytest.mark.parametrize("where", sorted(WHERE))
+def test_auto_replies_with_encodable_values_go_structured(auto_server, case: str, where: str) -> None:
+    """Non-decoding consumers (sdk-go, sdk-javascript) read a structured reply's values exactly."""
+    response = _one(auto_server.port, _binary(case, where))
+    assert response.status == 200, response.body[:300]
+    if all("!" <= c <= "~" and c not in '"%' for c in VALUES[case]):  # e.g. "long": nothing to encode
+        assert response.all(WHERE[where]) == [VALUES[case]]
+        return
+    assert response.header("Content-Type").startswith("application/cloudevents+json")
+    assert not response.all(WHERE[where])
+    event = response.json()
+    assert event[WHERE[where][3:]] == VALUES[case]
+    assert event["data"] == {"ok": True}
+
+
+def test_auto_replies_with_plain_values_stay_binary(auto_server) -> None:
+    response = _one(auto_server.port, _binary("crlf", "none"))
+    assert response.status == 200 and response.header("ce-type") == "rel.reply"
+    assert response.json() == {"ok": True}
+
+
+@pytest.mark.parametrize("case", sorted(VALUES))
 @pytest.mark.parametrize("batch", [False, True], ids=["structured", "batch"])
-def test_structured_values_are_json_escaped(server, case: str, batch: bool) -> None:
-    response = _one(server.port, _structured(case, "extension", batch))
+def test_structured_values_are_json_escaped(auto_server, case: str, batch: bool) -> None:
+    response = _one(auto_server.port, _structured(case, "extension", batch))
     assert response.status == 200, response.body[:300]
     event = response.json()[0] if batch else response.json()
     assert event["relext"] == VALUES[case]

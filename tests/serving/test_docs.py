@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pyfunc.config import SETTINGS, settings_markdown
+from pyfunc._config import SETTINGS, settings_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,5 +25,5 @@ def test_serving_doc_has_the_generated_settings_table():
 def test_readme_settings_table_matches_the_code():
     readme = (ROOT / "README.md").read_text()
     if "| Environment variable |" not in readme:
-        pytest.skip("the README has no settings table yet (paste pyfunc.config.settings_markdown())")
+        pytest.skip("the README has no settings table yet (paste pyfunc._config.settings_markdown())")
     assert settings_markdown() in readme

@@ -1,6 +1,7 @@
-"""The epoll loop (pyfunc.eventloop) under the conditions where a stale interest would hang a client.
+"""The epoll loop (pyfunc._eventloop) under the conditions where a stale interest would hang a client.
 
-A connection whose interest the loop failed to refresh does not fail loudly: the client just
+That the running server really turns this loop (and not waitress's) is asserted in
+test_waitress_contract.py. A connection whose interest the loop failed to refresh does not fail loudly: the client just
 waits. Each test here drives one of the paths that change a connection's interest (a worker
 that cannot send its whole response, a new connection on a reused fd, pipelining, the
 connection limit) and asserts every byte arrives within a short timeout.
@@ -15,9 +16,6 @@ import threading
 import time
 
 import requests
-
-from pyfunc.config import Config
-from pyfunc.server import Server, build_app, free_port
 
 BIG = """
 def handler(body, headers):
@@ -60,19 +58,6 @@ class _Responses:
 
 def _read_response(sock: socket.socket, slow: bool = False) -> tuple[bytes, bytes]:
     return _Responses(sock).next(slow)
-
-
-def test_the_server_runs_on_the_epoll_loop(tmp_path) -> None:
-    from pyfunc.eventloop import Channel, EpollLoop
-
-    (tmp_path / "handler.py").write_text("def handler():\n    return 'ok'\n")
-    config = Config(directory=str(tmp_path), port=free_port(), host="127.0.0.1")
-    server = Server(build_app(config), config)
-    try:
-        assert isinstance(server.waitress.asyncore, EpollLoop)
-        assert issubclass(server.waitress.channel_class, Channel)
-    finally:
-        server.waitress.close()
 
 
 def test_a_response_larger_than_the_socket_buffer_reaches_a_slow_reader(serve) -> None:

@@ -8,7 +8,7 @@ import signal
 import pytest
 import requests
 
-from pyfunc.server import free_port
+from pyfunc._server import free_port
 from support import make_event, run_pyfunc, send, write_function
 
 HOOKS = """

@@ -50,6 +50,20 @@ def test_sync_timeout_is_a_504_and_the_abandoned_call_does_not_block_shutdown(se
     assert server.process.wait(30) == 0
 
 
+def test_knative_revision_timeout_is_the_default_invocation_timeout(serve):
+    # queue-proxy answers 504 at the revision's timeoutSeconds: pyfunc stops and logs 504 then too.
+    server = serve(BLOCKING, env={"REVISION_TIMEOUT_SECONDS": "0.5"})
+    response = requests.post(server.url, data=b"sleep", timeout=30)
+    assert response.status_code == 504 and response.json()["reason"] == "timeout"
+    assert " 504 " in server.logs()
+    # PYFUNC_TIMEOUT, when set, wins.
+    explicit = serve(BLOCKING, env={"REVISION_TIMEOUT_SECONDS": "0.5", "PYFUNC_TIMEOUT": "0"})
+    assert requests.post(explicit.url, data=b"fast", timeout=10).content == b"fast"
+    bad = serve(BLOCKING, env={"REVISION_TIMEOUT_SECONDS": "soon"}, wait=False)
+    assert bad.process.wait(30) == 1
+    assert "REVISION_TIMEOUT_SECONDS" in bad.logs()
+
+
 def test_async_timeout_is_a_504_and_cancels_the_coroutine(serve):
     server = serve("""
         import asyncio, pathlib

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pyfunc import codec
-from pyfunc.errors import BadEvent, InvalidReply
+from pyfunc import _codec as codec
+from pyfunc._errors import BadEvent, InvalidReply
 
 
 def test_spec_example_percent_encoding():

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from pyfunc import logs
+from pyfunc import _logs as logs
 
 FIELDS = {"request_id": "r-1", "ce_id": "e-1", "ce_type": "com.example", "ce_source": "/s", "trace_id": None}
 

@@ -18,14 +18,19 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from . import logs
-from .app import FunctionApp, awaited
-from .binding import compile_binder
-from .config import Config
-from .discovery import LoadedFunction, load_function
-from .errors import HandlerLoadError
+from . import _logs as logs
+from . import _waitress
+from ._app import FunctionApp, awaited
+from ._binding import compile_binder
+from ._config import Config
+from ._discovery import LoadedFunction, load_function
+from ._errors import HandlerLoadError
+from ._refusals import answerer
+
+if TYPE_CHECKING:
+    from ._eventloop import EpollLoop
 
 logger = logging.getLogger("pyfunc")
 
@@ -81,7 +86,6 @@ class Server:
         self._stopping = threading.Event()
         self._hurry = threading.Event()  # a second signal: stop waiting for in-flight requests
         self._stopped = threading.Event()
-        self._closing_task: Any = None  # the waitress task class used while draining
         self.waitress = create_server(
             app,
             host=config.host,
@@ -105,23 +109,25 @@ class Server:
             # (as under pyfunc-invoker 0.1.0); waitress would drop them, since no proxy is trusted.
             clear_untrusted_proxy_headers=False,
         )
-        if hasattr(select, "epoll") and hasattr(self.waitress, "_map"):  # Linux, one listening socket
-            from .eventloop import EpollLoop
+        self.loop: Optional[EpollLoop] = None
+        if hasattr(select, "epoll"):  # Linux
+            from ._eventloop import EpollLoop
 
-            loop = EpollLoop(self.waitress)
-            flush_access_lines = logs.defer_access_lines()
-            if flush_access_lines is not None:
-                loop.before_wait.append(flush_access_lines)
+            self.loop = _waitress.install_loop(self.waitress, EpollLoop)
+            flush_access_lines = logs.defer_access_lines() if self.loop is not None else None
+            if self.loop is not None and flush_access_lines is not None:
+                self.loop.before_wait.append(flush_access_lines)
+        _waitress.install_refusals(self.waitress, answerer(getattr(app, "access_log", config.access_log)))
         if config.receive_timeout:
-            enforce_receive_deadline(self.waitress, config.receive_timeout)
+            _waitress.enforce_receive_deadline(self.waitress, config.receive_timeout)
 
     @property
     def port(self) -> int:
-        return int(self.waitress.effective_port)
+        return _waitress.port(self.waitress)
 
     def serve_forever(self) -> None:
         self.waitress.run()
-        self.waitress.task_dispatcher.shutdown(cancel_pending=False, timeout=1)
+        _waitress.finish_tasks(self.waitress, timeout=1)
         logs.flush_access_lines()
         self._stopped.set()
 
@@ -140,13 +146,19 @@ class Server:
 
     def _drain(self, reason: str) -> None:
         self.app.draining = True
-        self._in_loop(self._answer_with_close)
-        logger.info("%s: draining in-flight requests (up to %ss)", reason, self.config.shutdown_timeout)
-        if refuse_new_handshakes(self.waitress.socket):
+        self._in_loop(lambda: _waitress.answer_with_close(self.waitress))
+        limit = self.config.shutdown_timeout
+        logger.info("%s: draining in-flight requests (%s)", reason,
+                    f"up to {limit}s" if limit else "until they finish; the platform's SIGKILL bounds it")
+        if refuse_new_handshakes(_waitress.listener(self.waitress)):
             time.sleep(0.05)  # handshakes already under way complete and land in the accept queue
-        self._in_loop(self._stop_accepting)
-        deadline = time.monotonic() + self.config.shutdown_timeout
-        while self._in_loop(self._sweep):
+        self._in_loop(lambda: _waitress.stop_accepting(self.waitress))
+        # 0: no limit of pyfunc's own. Knative sends SIGTERM only after queue-proxy has drained and
+        # kills at terminationGracePeriodSeconds, which it sets to the revision's timeoutSeconds:
+        # every request still in flight is one the platform allows to finish.
+        deadline = time.monotonic() + limit if limit else float("inf")
+        sweep = lambda: _waitress.sweep(self.waitress, self.config.channel_timeout, NEW_CONNECTION_GRACE)  # noqa: E731
+        while self._in_loop(sweep):
             if time.monotonic() >= deadline:
                 logger.warning("shutdown timeout reached with requests still in flight; closing them")
                 break
@@ -154,7 +166,7 @@ class Server:
                 logger.warning("signalled again: closing the requests still in flight")
                 break
             time.sleep(0.02)
-        self._in_loop(self._close_everything)
+        self._in_loop(lambda: _waitress.close_everything(self.waitress))
 
     def _in_loop(self, thunk: Any) -> Any:
         """Run ``thunk`` on the waitress loop thread, which owns the sockets; wait for its result."""
@@ -165,124 +177,13 @@ class Server:
             try:
                 box[0] = thunk()
             finally:
-                loop = getattr(self.waitress, "event_loop", None)
-                if loop is not None:
-                    loop.recompute_everything()
+                if self.loop is not None:
+                    self.loop.recompute_everything()
                 done.set()
 
-        self.waitress.trigger.pull_trigger(run)
+        _waitress.run_on_loop(self.waitress, run)
         done.wait(5)
         return box[0]
-
-    def _stop_accepting(self) -> None:
-        server = self.waitress
-        server.accepting = False
-        # Take every connection the kernel already completed: closing the listener would reset them.
-        listener = server.socket
-        listener.setblocking(False)
-        while True:
-            try:
-                conn, addr = listener.accept()
-            except OSError:  # BlockingIOError: the queue is empty
-                break
-            conn.setblocking(False)
-            server.set_socket_options(conn)
-            channel = server.channel_class(server, conn, server.fix_addr(addr), server.adj, map=server._map)
-            channel.task_class = self._closing_task
-        server.del_channel()
-        listener.close()
-
-    def _answer_with_close(self) -> None:
-        """Answers from now on say "Connection: close" (a WSGI app may not send that hop-by-hop header)."""
-        self._closing_task = _closing_task_class()
-        for channel in list(self.waitress.active_channels.values()):
-            channel.task_class = self._closing_task
-
-    def _sweep(self) -> bool:
-        """On the loop thread: close connections that hold no request; True while any request is left.
-
-        A connection that has sent nothing yet is given ``NEW_CONNECTION_GRACE`` seconds (its
-        client may be about to send the request it connected for, as in Go's ``Shutdown``), and
-        one with a partly received request is kept while it keeps sending (``channel_timeout``).
-        Idle keep-alive connections are closed at once; busy ones get ``Connection: close``.
-        """
-        dispatcher = self.waitress.task_dispatcher
-        with dispatcher.lock:
-            busy = bool(dispatcher.queue) or dispatcher.active_count > 0
-        now = time.time()
-        for channel in list(self.waitress.active_channels.values()):
-            if channel.requests or channel.total_outbufs_len:
-                busy = True
-            elif channel.will_close or channel.close_when_flushed:
-                continue
-            elif channel.request is not None:  # a request is being received
-                if now - channel.last_activity < self.config.channel_timeout:
-                    busy = True
-                else:
-                    channel.will_close = True
-            elif channel.last_activity == channel.creation_time:  # connected, nothing sent yet
-                if now - channel.creation_time < NEW_CONNECTION_GRACE:
-                    busy = True
-                else:
-                    channel.will_close = True
-            else:
-                channel.will_close = True  # idle keep-alive
-        return busy
-
-    def _close_everything(self) -> None:
-        for channel in list(self.waitress.active_channels.values()):
-            channel.handle_close()
-        self.waitress.close()
-        for fd, obj in list(self.waitress._map.items()):
-            try:
-                obj.close()
-            except Exception:  # noqa: BLE001 - best effort on the way out
-                pass
-            self.waitress._map.pop(fd, None)
-
-
-def _closing_task_class() -> type:
-    from waitress.task import WSGITask
-
-    class ClosingTask(WSGITask):
-        """A waitress task whose response closes the connection: sent while draining."""
-
-        def build_response_header(self) -> bytes:
-            self.set_close_on_finish()
-            return super().build_response_header()
-
-    return ClosingTask
-
-
-def enforce_receive_deadline(server: Any, seconds: float) -> None:
-    """Close connections that take longer than ``seconds`` to send one request (slow-loris).
-
-    waitress's ``channel_timeout`` only counts *silence*: a client trickling one byte a second
-    keeps its connection forever. Here each connection notes when a request's first byte
-    arrived, and waitress's periodic maintenance also closes those still receiving after the
-    deadline. Connections with a request being served are left alone.
-    """
-    class DeadlineChannel(server.channel_class):  # type: ignore[name-defined,misc]
-        receive_started = 0.0
-
-        def received(self, data: bytes) -> bool:
-            if self.request is None and data:
-                self.receive_started = time.time()
-            return super().received(data)
-
-    waitress_maintenance = server.maintenance
-
-    def maintenance(now: float) -> None:
-        waitress_maintenance(now)
-        cutoff = now - seconds
-        for channel in list(server.active_channels.values()):
-            started = getattr(channel, "receive_started", 0.0)
-            if channel.request is not None and not channel.requests and started and started < cutoff:
-                logger.info("closing a connection that took over %ss to send its request", seconds)
-                channel.will_close = True
-
-    server.channel_class = DeadlineChannel
-    server.maintenance = maintenance
 
 
 # The entries of waitress's socket map that are not client connections: the listener, the trigger.
@@ -335,7 +236,7 @@ def serve(config: Config) -> int:
         if not config.serve_load_errors:
             print(f"pyfunc: error: {exc}", file=sys.stderr)
             return 1
-        from .reload import ErrorApp
+        from ._reload import ErrorApp
 
         app = ErrorApp(exc, config)  # type: ignore[assignment]
     try:

@@ -21,7 +21,7 @@ from typing import Optional
 DEFAULT_BUILDER = "pyfunc/builder"
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "build", help="build a container image of the function (pack + pyfunc/builder)",
         description="Build a container image of the function in DIR with Cloud Native Buildpacks: "
@@ -64,8 +64,8 @@ def find_pack(explicit: Optional[str]) -> Optional[str]:
 
 
 def build(args: argparse.Namespace) -> int:
-    from ..discovery import parse_target
-    from ..errors import PyfuncError
+    from .._discovery import parse_target
+    from .._errors import PyfuncError
     from .init import service_name
 
     directory = Path(args.directory)
@@ -133,7 +133,7 @@ def build(args: argparse.Namespace) -> int:
 
 def check_docker(builder: str, env: dict[str, str]) -> None:
     """A reachable Docker daemon that has the builder image, or one clear line saying which is missing."""
-    from ..errors import PyfuncError
+    from .._errors import PyfuncError
 
     docker = shutil.which("docker", path=env.get("PATH"))
     if docker is None:

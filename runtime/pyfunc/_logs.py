@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Any, Callable, Optional
 
-from .clock import rfc3339_utc
+from ._clock import rfc3339_utc
 
 request_fields: contextvars.ContextVar[Optional[dict[str, Any]]] = contextvars.ContextVar(
     "pyfunc_request_fields", default=None

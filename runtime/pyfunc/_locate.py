@@ -1,11 +1,11 @@
-"""0.1.0's public API: ``pyfunc.find_func`` / ``pyfunc.locate.find_func``, kept for compatibility."""
+"""0.1.0's public API: ``pyfunc.find_func`` / ``pyfunc._locate.find_func``, kept for compatibility."""
 
 from __future__ import annotations
 
 import os
 from typing import Any, Callable
 
-from .discovery import DEFAULT_TARGET, load_function
+from ._discovery import DEFAULT_TARGET, load_function
 
 
 def find_func(search_path: str = ".") -> Callable[..., Any]:

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from ..config import Config
+from .._config import Config
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def check(args: argparse.Namespace) -> int:
-    from ..server import build_app
+    from .._server import build_app
 
     config = Config.load(args=args)
     app = build_app(config)

@@ -28,10 +28,10 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from .codec import Event
-from .errors import HandlerLoadError
-from .events import converter_for_event_type, to_http_cloudevent
-from .typeddata import converter_for
+from ._codec import Event
+from ._errors import HandlerLoadError
+from ._events import converter_for_event_type, to_http_cloudevent
+from ._typeddata import converter_for
 
 EVENT_NAMES = ("event",)
 DATA_NAMES = ("data", "payload")

@@ -20,8 +20,8 @@ import re
 from http import HTTPStatus
 from typing import Any, Callable, Iterable, Optional, Union
 
-from . import codec
-from .errors import InvalidReply
+from . import _codec as codec
+from ._errors import InvalidReply
 
 Headers = list[tuple[str, str]]
 Body = Union[bytes, Iterable[bytes]]
@@ -328,6 +328,6 @@ def reply_event(result: Any) -> Optional[tuple[dict[str, Any], Any]]:
 def _sdk_reply(result: Any) -> Optional[tuple[dict[str, Any], Any]]:
     if not type(result).__module__.startswith("cloudevents"):
         return None
-    from .events import reply_from_sdk
+    from ._events import reply_from_sdk
 
     return reply_from_sdk(result)

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Optional
 
-from .errors import HandlerLoadError
+from ._errors import HandlerLoadError
 
 DEFAULT_TARGET = "handler.handler"
 HOOK_NAMES = ("start", "stop", "alive", "ready")

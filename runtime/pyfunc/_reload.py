@@ -21,9 +21,9 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
-from .config import SETTINGS, Config, _boolean
-from .errors import HandlerLoadError, PyfuncError
-from .responses import problem
+from ._config import SETTINGS, Config, _boolean
+from ._errors import HandlerLoadError, PyfuncError
+from ._responses import problem
 
 logger = logging.getLogger("pyfunc")
 
@@ -113,7 +113,7 @@ class Reloader:
             except ProcessLookupError:
                 pass
             try:
-                child.wait(min(self.config.shutdown_timeout, MAX_RESTART_WAIT) + 2)
+                child.wait(min(self.config.shutdown_timeout or MAX_RESTART_WAIT, MAX_RESTART_WAIT) + 2)
             except subprocess.TimeoutExpired:
                 say("the server did not stop in time; killing it")
                 child.kill()

@@ -54,7 +54,7 @@ def service_name(text: str) -> str:
 def init(args: argparse.Namespace) -> int:
     from importlib.resources import files
 
-    from ..errors import PyfuncError
+    from .._errors import PyfuncError
 
     target = Path(args.directory)
     if target.exists() and not target.is_dir():

@@ -1,4 +1,4 @@
-"""Conversions between pyfunc's lean :class:`~pyfunc.codec.Event` and the cloudevents SDK's types.
+"""Conversions between pyfunc's lean :class:`~pyfunc._codec.Event` and the cloudevents SDK's types.
 
 The SDK is imported here and only here, lazily, so a handler that never touches the SDK
 types never pays for importing it.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-from .codec import JSON_NULL, Event
+from ._codec import JSON_NULL, Event
 
 # Set on an SDK event built from an event whose data was an explicit JSON null: the SDK's
 # ``data`` is None for "null" and for "no data" alike (see codec.Event), so this marker is

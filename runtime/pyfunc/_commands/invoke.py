@@ -1,7 +1,7 @@
 """``pyfunc invoke [URL]``: send a CloudEvent (or a plain HTTP request) and show the reply.
 
 Standard library only (urllib), so it adds no runtime dependency; the request is encoded and
-the reply decoded by :mod:`pyfunc.codec`, the same code the server uses, so what you see is
+the reply decoded by :mod:`pyfunc._codec`, the same code the server uses, so what you see is
 what a Knative broker would send and receive.
 """
 
@@ -61,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def invoke(args: argparse.Namespace) -> int:
-    from ..errors import PyfuncError
+    from .._errors import PyfuncError
 
     url = normalize_url(args.url)
     if args.http:
@@ -103,7 +103,7 @@ def normalize_url(text: str) -> str:
     """``8080`` → ``http://localhost:8080``; ``host:port`` → ``http://host:port``."""
     from urllib.parse import urlsplit
 
-    from ..errors import PyfuncError
+    from .._errors import PyfuncError
 
     text = text.strip()
     if text.isdigit():
@@ -122,8 +122,8 @@ def normalize_url(text: str) -> str:
 
 def read_data(spec: str, content_type: Optional[str]) -> Any:
     """One ``--data`` value: JSON by default, raw text or bytes for a non-JSON content type."""
-    from .. import codec
-    from ..errors import PyfuncError
+    from .. import _codec as codec
+    from .._errors import PyfuncError
 
     raw: Any = spec
     where = "--data"
@@ -149,8 +149,8 @@ def read_data(spec: str, content_type: Optional[str]) -> Any:
 def build_event_request(args: argparse.Namespace) -> tuple[list[tuple[str, str]], bytes]:
     import uuid
 
-    from .. import codec
-    from ..errors import PyfuncError
+    from .. import _codec as codec
+    from .._errors import PyfuncError
 
     if args.data:
         datas = [read_data(d, args.content_type) for d in args.data]
@@ -184,8 +184,8 @@ def build_event_request(args: argparse.Namespace) -> tuple[list[tuple[str, str]]
 
 
 def build_http_request(args: argparse.Namespace) -> tuple[str, list[tuple[str, str]], bytes]:
-    from .. import codec
-    from ..errors import PyfuncError
+    from .. import _codec as codec
+    from .._errors import PyfuncError
 
     if args.data and len(args.data) > 1:
         raise PyfuncError("an HTTP request has one body: give --data once")
@@ -203,7 +203,7 @@ def build_http_request(args: argparse.Namespace) -> tuple[str, list[tuple[str, s
 
 
 def parse_pair(text: str, flag: str) -> tuple[str, str]:
-    from ..errors import PyfuncError
+    from .._errors import PyfuncError
 
     separator = "=" if "=" in text and (":" not in text or text.index("=") < text.index(":")) else ":"
     name, sep, value = text.partition(separator)
@@ -223,7 +223,7 @@ def send(method: str, url: str, headers: list[tuple[str, str]], body: bytes,
     import urllib.request
     from urllib.parse import urlsplit
 
-    from ..errors import PyfuncError
+    from .._errors import PyfuncError
 
     request = urllib.request.Request(url, data=body if body or method in ("POST", "PUT", "PATCH") else None,
                                      method=method)

@@ -14,7 +14,7 @@ import sys
 import typing
 from typing import Any, Callable, Optional, Union
 
-from .errors import InvalidData
+from ._errors import InvalidData
 
 Converter = Callable[[Any, str], Any]
 

@@ -32,7 +32,8 @@ import logging
 import os
 from typing import Any, Callable, Mapping, Optional
 
-from . import __version__, logs
+from . import __version__
+from . import _logs as logs
 
 logger = logging.getLogger("pyfunc")
 

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, fields
 from typing import Any, Callable, Mapping, Optional
 
-from .errors import PyfuncError
+from ._errors import PyfuncError
 
 
 class ConfigError(PyfuncError):
@@ -92,11 +92,13 @@ SETTINGS: tuple[Setting, ...] = (
             "seconds a client may take to send one whole request once it has started; a slower "
             "one (slow-loris) is disconnected (0: no limit)"),
     Setting("timeout", "PYFUNC_TIMEOUT", "--timeout", 0.0, _non_negative_float,
-            "seconds one invocation may take before a 504 (0: no limit)"),
+            "seconds one invocation may take before a 504 (0: no limit); unset, Knative's "
+            "REVISION_TIMEOUT_SECONDS when the environment has it"),
     Setting("max_concurrency", "PYFUNC_MAX_CONCURRENCY", "--max-concurrency", 0, int,
             "invocations in progress at once before 429 (0: no limit; like containerConcurrency)"),
-    Setting("shutdown_timeout", "PYFUNC_SHUTDOWN_TIMEOUT", "--shutdown-timeout", 25.0, _non_negative_float,
-            "seconds SIGTERM waits for in-flight requests (below Knative's 30 s grace period)"),
+    Setting("shutdown_timeout", "PYFUNC_SHUTDOWN_TIMEOUT", "--shutdown-timeout", 0.0, _non_negative_float,
+            "seconds SIGTERM waits for in-flight requests (0: until they finish; the platform's "
+            "SIGKILL bounds it, on Knative the revision's timeoutSeconds)"),
     Setting("reply_mode", "PYFUNC_REPLY_MODE", "--reply-mode", "auto",
             _choice("auto", "binary", "structured", "batch"),
             "content mode of reply events: auto (same as the request), binary, structured, batch"),
@@ -114,6 +116,13 @@ SETTINGS: tuple[Setting, ...] = (
             "put the exception class and message of a failed invocation in its 500 body (local use "
             "only: off, a 500 names no exception and the details are only in the log)"),
 )
+# Set by Knative on queue-proxy (and by a manifest on the function, if it wants): the revision's
+# timeoutSeconds. PYFUNC_TIMEOUT, when unset, follows it.
+REVISION_TIMEOUT = "REVISION_TIMEOUT_SECONDS"
+
+
+def _setting(name: str) -> Setting:
+    return next(setting for setting in SETTINGS if setting.name == name)
 
 
 @dataclass(frozen=True)
@@ -133,7 +142,7 @@ class Config:
     receive_timeout: float = 30.0
     timeout: float = 0.0
     max_concurrency: int = 0
-    shutdown_timeout: float = 25.0
+    shutdown_timeout: float = 0.0
     reply_mode: str = "auto"
     log_format: str = "text"
     log_level: str = "INFO"
@@ -162,6 +171,10 @@ class Config:
                 values[setting.name] = (
                     flag_value if not isinstance(flag_value, str) else _parse(setting, flag_value, setting.flag)
                 )
+        if "timeout" not in values and (revision_timeout := environ.get(REVISION_TIMEOUT, "").strip()):
+            # Knative's revision timeout: queue-proxy answers 504 then, so pyfunc stops the
+            # invocation then too and logs the 504, instead of running on and logging a 200.
+            values["timeout"] = _parse(_setting("timeout"), revision_timeout, REVISION_TIMEOUT)
         if args is not None and getattr(args, "directory", None):
             values["directory"] = args.directory
         values.update(overrides)

@@ -17,17 +17,17 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Optional
 
-from . import codec, logs
-from .binding import Binder, Invocation, compile_binder
-from .codec import BATCH, STRUCTURED, Event
-from .config import Config
-from .discovery import LoadedFunction
-from .errors import InvalidReply, RequestError
-from .responses import Response, http_response, is_werkzeug_response, problem, reply_event
+from . import _codec as codec
+from . import _logs as logs
+from ._binding import Binder, Invocation, compile_binder
+from ._codec import BATCH, STRUCTURED, Event
+from ._config import Config
+from ._discovery import LoadedFunction
+from ._errors import InvalidReply, RequestError
+from ._responses import Response, http_response, is_werkzeug_response, problem, reply_event
 
 logger = logging.getLogger("pyfunc")
 
-INVOKE_PATHS = ("/", "")
 LIVENESS_PATHS = ("/health/liveness", "/health/live")
 READINESS_PATHS = ("/health/readiness", "/health/ready")
 ALLOW = "GET, HEAD, POST, OPTIONS"
@@ -179,7 +179,7 @@ class FunctionApp:
         Called by the server after ``start()``, which may install a tracer provider itself. When
         tracing is off nothing is wrapped, so the hot path does not pay for it.
         """
-        from . import tracing
+        from . import _tracing as tracing
 
         self.tracing = tracing.from_environment(self.loaded.qualname)
         if self.tracing is not None:
@@ -195,15 +195,7 @@ class FunctionApp:
         try:
             method = environ["REQUEST_METHOD"]
             path = environ.get("PATH_INFO", "")
-            if path in INVOKE_PATHS:
-                if method in ("POST", "GET", "HEAD"):
-                    response = self.invoke(environ, fields)
-                elif method == "OPTIONS":
-                    response = Response(200, [("Allow", ALLOW)], b"")
-                else:
-                    response = problem(405, "method-not-allowed", f"{method} is not allowed on /")
-                    response.headers.append(("Allow", ALLOW))
-            elif path in LIVENESS_PATHS or path in READINESS_PATHS:
+            if path in LIVENESS_PATHS or path in READINESS_PATHS:
                 response = self.health("alive" if path in LIVENESS_PATHS else "ready")
                 if response.status == 200:
                     # Knative probes every second (every 25 ms while starting): a passing probe
@@ -212,8 +204,15 @@ class FunctionApp:
                     if self.access_log:
                         logs.access(method, path, 200, time.perf_counter() - started, fields, logging.DEBUG)
                     return result
+            # Every other path is the function's: Knative routes all of them to the container, and
+            # a Trigger's subscriber URI may carry one. HTTP functions read it from req.path.
+            elif method in ("POST", "GET", "HEAD"):
+                response = self.invoke(environ, fields)
+            elif method == "OPTIONS":
+                response = Response(200, [("Allow", ALLOW)], b"")
             else:
-                response = problem(404, "not-found", f"no route for {path}; the function is served at /")
+                response = problem(405, "method-not-allowed", f"{method} is not allowed")
+                response.headers.append(("Allow", ALLOW))
             result = self._send(response, environ, start_response)
             if self.access_log:
                 logs.access(method, path, _status_of(response), time.perf_counter() - started, fields)
@@ -368,7 +367,11 @@ class FunctionApp:
         if len(replies) > 1:
             raise InvalidReply("several replies can only be sent in batch mode")
         attributes, data = replies[0]
-        if mode == STRUCTURED:
+        if mode == STRUCTURED or (self.reply_mode is None and codec.needs_percent_encoding(attributes)):
+            # Under auto, a reply that binary mode would percent-encode goes out structured: the
+            # Go and JavaScript SDKs (Knative eventing's dispatchers among them) do not
+            # percent-decode ce- headers (sdk-go issue 1331), so `héllo wörld` would reach the
+            # next consumer as `h%C3%A9llo%20w%C3%B6rld`; JSON carries every value exactly.
             headers, body = codec.encode_structured(attributes, data)
         else:
             headers, body = codec.encode_binary(attributes, data)

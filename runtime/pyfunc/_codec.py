@@ -1,7 +1,7 @@
 """CloudEvents HTTP protocol binding v1.0.2: decode requests into events, encode reply events.
 
 This is the hot path, so it works on plain dicts and WSGI environ strings and never builds an
-SDK object; `pyfunc.events` turns an :class:`Event` into the SDK's types only for handlers
+SDK object; `pyfunc._events` turns an :class:`Event` into the SDK's types only for handlers
 that ask for them.
 
 Section numbers in comments refer to the HTTP protocol binding (``binding §``) and the JSON
@@ -20,8 +20,8 @@ import time
 from typing import Any, Iterable, Optional
 from urllib.parse import unquote_to_bytes
 
-from .clock import rfc3339_utc
-from .errors import BadEvent, InvalidReply
+from ._clock import rfc3339_utc
+from ._errors import BadEvent, InvalidReply
 
 STRUCTURED = "structured"
 BINARY = "binary"
@@ -181,6 +181,16 @@ def encode_header_value(value: Any) -> str:
         "".join(f"%{b:02X}" for b in ch.encode("utf-8")) if _NEEDS_PERCENT.match(ch) else ch
         for ch in text
     )
+
+
+def needs_percent_encoding(attributes: dict[str, Any]) -> bool:
+    """Whether a ``ce-`` header of these attributes would carry a percent-encoded value.
+
+    Only strings can (the canonical forms of the other types are printable ASCII), and not
+    ``datacontenttype``, which binary mode sends as the plain Content-Type header.
+    """
+    return any(type(value) is str and _NEEDS_PERCENT.search(value) and name != "datacontenttype"
+               for name, value in attributes.items())
 
 
 def canonical_string(value: Any) -> str:

@@ -13,62 +13,40 @@ with epoll once and recomputed only when it may have changed:
 - after waitress's periodic maintenance or a thunk run on the loop (they may touch every
   connection), when everything is recomputed.
 
-The dispatchers that are not a :class:`Channel` (the listening socket, whose ``readable()``
+The dispatchers that are not a connection (the listening socket, whose ``readable()``
 runs waitress's maintenance and applies the connection limit, and the trigger) are asked when
 the number of connections changed and every ``PERIODIC`` seconds. A worker that sends its own
 response (waitress's workers do, ``send_bytes`` being 1) and finds the socket full is helped at
 once: the loop sends the rest on the turn it is told, without waiting for a write event.
 
-Event handling itself is waitress's (``wasyncore.readwrite``), so a connection behaves as
-under the stock loop; only the bookkeeping is cheaper. Measured (bench/, CloudEvent echo, 4
-threads): loop turns per request 2.4 → 0.7 at 8 connections and 0.67 → 0.14 at 64, each turn
-costing O(connections that changed) instead of O(all connections).
+Event handling itself is waitress's (``wasyncore.readwrite``), so a connection behaves as under
+the stock loop; only the bookkeeping is cheaper. Measured (bench/, CloudEvent echo, 4 threads):
+loop turns per request 2.4 → 0.7 at 8 connections and 0.67 → 0.14 at 64, each turn costing
+O(connections that changed) instead of O(all connections).
+
+Every waitress internal this relies on is reached through pyfunc._waitress, which also wires
+the loop into a server (``install_loop``) and checks, at startup, that waitress still has them.
 """
 
 from __future__ import annotations
 
 import collections
 import select
-import threading
 import time
 from typing import Any, Callable, Optional
 
-from waitress import wasyncore
-from waitress.channel import HTTPChannel
+from ._waitress import fileno, is_connection, readwrite
 
 READ = select.EPOLLIN | select.EPOLLPRI
 WRITE = select.EPOLLOUT
 PERIODIC = 0.5  # seconds between asking the listener (maintenance is due every cleanup_interval >= 1 s)
 
 
-# The connection a worker thread is serving: what its wake-ups of the loop are about.
-_serving = threading.local()
-
-
-class Channel(HTTPChannel):
-    """waitress's HTTP channel, telling the loop which connection a worker's wake-up concerns."""
-
-    def __init__(self, server: Any, sock: Any, addr: Any, adj: Any, map: Any = None) -> None:
-        super().__init__(server, sock, addr, adj, map)
-        server.event_loop.changed.append(self)  # a new connection: watch it from the next turn
-
-    def service(self) -> None:
-        _serving.channel = self
-        try:
-            super().service()
-        finally:
-            _serving.channel = None
-
-    def del_channel(self, map: Any = None) -> None:
-        self.server.event_loop.forget(self._fileno)
-        super().del_channel(map)
-
-
 class EpollLoop:
-    """The loop of one waitress server, installed as its ``asyncore`` (``run()`` calls its ``loop``)."""
+    """The loop of one waitress server over its socket map; _waitress.install_loop wires it in."""
 
-    def __init__(self, server: Any) -> None:
-        self.map: dict[int, Any] = server._map
+    def __init__(self, map: dict[int, Any]) -> None:
+        self.map = map
         self.epoll = select.epoll()
         self.changed: collections.deque[Any] = collections.deque()  # appends are thread-safe
         self._registered: dict[int, tuple[Any, int]] = {}  # fd -> (dispatcher, mask)
@@ -78,27 +56,6 @@ class EpollLoop:
         self._next_periodic = 0.0
         self._everything = True
         self.before_wait: list[Callable[[], None]] = []  # run on every turn before waiting for events
-        server.event_loop = self
-        server.channel_class = Channel  # installed first: other channel behaviour subclasses it
-        waitress_maintenance = server.maintenance
-
-        def maintenance(now: float) -> None:
-            waitress_maintenance(now)
-            self.recompute_everything()
-
-        server.maintenance = maintenance
-        server.asyncore = self
-        trigger, changed = server.trigger, self.changed
-
-        def pull_trigger() -> None:
-            # Every change a worker makes to a connection is followed by a wake-up (waitress's
-            # own rule): note the connection first, so the loop that wakes finds the note.
-            channel = getattr(_serving, "channel", None)
-            if channel is not None:
-                changed.append(channel)
-            trigger.pull_trigger()
-
-        server.pull_trigger = pull_trigger
 
     def recompute_everything(self) -> None:
         """Ask every dispatcher on the next turn (code on the loop thread may have touched them all)."""
@@ -144,7 +101,7 @@ class EpollLoop:
                 if self._refresh(obj) & WRITE:
                     # A worker left a response to send: send it now rather than on the next
                     # turn (the socket is nearly always writable), then watch what is left.
-                    wasyncore.readwrite(obj, WRITE)
+                    readwrite(obj, WRITE)
                     self._refresh(obj)
         for hook in self.before_wait:
             hook()
@@ -154,13 +111,13 @@ class EpollLoop:
             if obj is None:
                 self.forget(fd)
                 continue
-            wasyncore.readwrite(obj, flags)
+            readwrite(obj, flags)
             touched.append(obj)
         self._touched = touched
 
     def _refresh_all(self) -> None:
         everything = list(self.map.values())
-        self._others = [obj for obj in everything if not isinstance(obj, Channel)]
+        self._others = [obj for obj in everything if not is_connection(obj)]
         self._size = len(everything)
         self._next_periodic = time.monotonic() + PERIODIC
         for obj in everything:
@@ -168,9 +125,12 @@ class EpollLoop:
 
     def _refresh(self, obj: Any) -> int:
         """Register what ``obj`` waits for now; returns that mask (0 when closed or idle)."""
-        fd = obj._fileno
-        if fd is None or self.map.get(fd) is not obj:
+        fd = fileno(obj)
+        if fd is None:
             return 0  # closed meanwhile
+        current: Any = self.map.get(fd)
+        if current is not obj:
+            return 0  # closed meanwhile (its fd may serve another connection now)
         mask = 0
         if obj.readable():
             mask = READ

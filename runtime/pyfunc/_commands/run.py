@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..config import Config, add_arguments
+from .._config import Config, add_arguments
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -20,13 +20,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     if getattr(args, "reload", False):
-        from ..reload import run_with_reload
+        from .._reload import run_with_reload
 
         return run_with_reload(args)
     return serve_from_args(args)
 
 
 def serve_from_args(args: argparse.Namespace, **overrides: Any) -> int:
-    from ..server import serve
+    from .._server import serve
 
     return serve(Config.load(args=args, **overrides))

@@ -1,0 +1,188 @@
+"""The contract pyfunc._waitress states at its top: these fail when waitress changes under pyfunc.
+
+pyfunc runs on waitress's internals (the epoll loop, draining, the 413/431 answers). A waitress
+release that renames one of them, or whose ``run()`` stops reaching the loop pyfunc installed,
+would not break loudly: requests would still be served, by waitress's slower loop, or a drain
+would fail at shutdown. So these tests run a real server in this process and look inside it:
+the installed loop's turns really run and dispatch the requests, the workers' wake-ups really
+note the connection they served, and every internal the adapter names is there with the
+signature it calls. The startup fallback (one warning, waitress's own loop) is tested through
+real server processes with one internal broken before pyfunc starts.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from pyfunc import _eventloop as eventloop
+from pyfunc import _waitress
+from pyfunc._config import Config
+from pyfunc._server import Server, build_app, free_port
+from support import wait_until_up
+
+ECHO = "def handler(body):\n    return body\n"
+
+
+@pytest.fixture
+def in_process(tmp_path: Path) -> Iterator[Server]:
+    """A pyfunc Server built in this process (not yet running), closed afterwards."""
+    (tmp_path / "handler.py").write_text(ECHO)
+    config = Config(directory=str(tmp_path), port=free_port(), host="127.0.0.1", threads=2)
+    server = Server(build_app(config), config)
+    yield server
+    if not server._stopped.is_set():
+        server.waitress.close()
+
+
+def _run(server: Server) -> threading.Thread:
+    thread = threading.Thread(target=server.serve_forever, name="contract-loop", daemon=True)
+    thread.start()
+    return thread
+
+
+def _stop(server: Server, thread: threading.Thread) -> None:
+    server.begin_shutdown("test")
+    thread.join(20)
+    assert not thread.is_alive(), "the server did not stop"
+
+
+def test_waitress_is_a_version_the_adapter_was_tested_with() -> None:
+    """A new waitress release inside the pinned range must be tested and added to the contract."""
+    assert version("waitress") in _waitress.TESTED_VERSIONS, (
+        f"waitress {version('waitress')} is not in pyfunc._waitress.TESTED_VERSIONS: run the suite on it "
+        "(and scripts/test-waitress-floor.sh), then add it")
+
+
+def test_every_internal_the_adapter_relies_on_is_there(in_process: Server) -> None:
+    assert _waitress.loop_contract_problems(in_process.waitress) == []
+    assert _waitress.refusal_contract_problems() == []
+    assert _waitress.drain_contract_problems(in_process.waitress) == []
+    assert in_process.loop is not None, "the epoll loop was not installed"
+
+
+def test_a_live_connection_has_the_state_the_drain_reads(in_process: Server) -> None:
+    """The drain and the receive deadline read a connection's state: check it on a real one."""
+    thread = _run(in_process)
+    try:
+        with socket.create_connection(("127.0.0.1", in_process.port), timeout=5) as sock:
+            deadline = time.monotonic() + 5
+            while not in_process.waitress.active_channels and time.monotonic() < deadline:
+                time.sleep(0.01)
+            channels = list(in_process.waitress.active_channels.values())
+            assert len(channels) == 1
+            channel = channels[0]
+            missing = [name for name in _waitress.CHANNEL_STATE if not hasattr(channel, name)]
+            assert missing == []
+            assert isinstance(channel.requests, list) and channel.request is None
+            assert channel.last_activity == channel.creation_time  # nothing sent yet: the drain's test
+            assert _waitress.socket_map(in_process.waitress).get(_waitress.fileno(channel)) is channel
+            sock.sendall(b"GET /health/liveness HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert sock.recv(100).startswith(b"HTTP/1.1 200")
+    finally:
+        _stop(in_process, thread)
+
+
+def test_run_turns_the_installed_loop_and_it_dispatches_the_requests(
+        in_process: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """waitress's ``run()`` must reach pyfunc's loop: count its turns and the events it dispatches.
+
+    With ``run()`` bypassing the loop (calling ``wasyncore.loop`` itself), the requests would
+    still be answered, by waitress's own loop: only these counters tell.
+    """
+    loop = in_process.loop
+    assert loop is not None
+    counts = {"turns": 0, "events": 0, "notes": 0}
+    turn, dispatch = loop.turn, eventloop.readwrite
+
+    def counted_turn(timeout: float) -> None:
+        counts["turns"] += 1
+        turn(timeout)
+
+    def counted_dispatch(obj: Any, flags: int) -> None:
+        counts["events"] += 1
+        dispatch(obj, flags)
+
+    wake = in_process.waitress.pull_trigger  # the adapter's: notes the connection, then wakes
+
+    def counted_wake() -> None:
+        if getattr(_waitress._serving, "channel", None) is not None:
+            counts["notes"] += 1  # a worker's wake-up, about the connection it serves
+        wake()
+
+    monkeypatch.setattr(loop, "turn", counted_turn)
+    monkeypatch.setattr(eventloop, "readwrite", counted_dispatch)
+    monkeypatch.setattr(in_process.waitress, "pull_trigger", counted_wake)
+    thread = _run(in_process)
+    try:
+        requests_sent = 20
+        with requests.Session() as session:
+            for index in range(requests_sent):
+                reply = session.post(f"http://127.0.0.1:{in_process.port}/", data=f"n{index}", timeout=5)
+                assert reply.content == f"n{index}".encode()
+    finally:
+        _stop(in_process, thread)
+    assert counts["turns"] >= requests_sent, counts
+    assert counts["events"] >= requests_sent, counts  # at least each request's read
+    assert counts["notes"] >= requests_sent, counts  # each response's wake-up noted its connection
+
+
+# ------------------------------------------------------------------------------------ fallback
+
+# Each breaks one internal the loop relies on, before pyfunc starts.
+BREAKS = {
+    "an internal is missing": "import waitress.wasyncore as w; del w.readwrite",
+    "a signature changed": ("import waitress.server as s\n"
+                            "s.BaseWSGIServer.maintenance = lambda self, when, extra=0: None"),
+    "run() bypasses the loop": (
+        "import waitress.server as s, waitress.wasyncore as w\n"
+        "def run(self):\n"
+        "    w.loop(timeout=self.adj.asyncore_loop_timeout, map=self._map, use_poll=False)\n"
+        "s.BaseWSGIServer.run = run"),
+}
+
+
+@pytest.mark.parametrize("broken", list(BREAKS))
+def test_a_broken_contract_falls_back_to_waitress_loop_with_one_warning(tmp_path: Path, broken: str) -> None:
+    (tmp_path / "fn").mkdir()
+    (tmp_path / "fn" / "handler.py").write_text(ECHO)
+    # A sitecustomize-like wrapper: break waitress, then start pyfunc exactly as `python -m pyfunc`.
+    (tmp_path / "breaks.py").write_text(BREAKS[broken] + "\n")
+    code = ("import runpy, sys; sys.path.insert(0, sys.argv[1]); import breaks; sys.argv = ['pyfunc', sys.argv[2]]; "
+            "runpy.run_module('pyfunc', run_name='__main__', alter_sys=True)")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYFUNC_", "K_"))}
+    env.update({"PORT": str(port), "PYFUNC_HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1",
+                "PYFUNC_MAX_BODY_SIZE": "1K"})
+    log_path = tmp_path / "server.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, "-c", code, str(tmp_path), str(tmp_path / "fn")],
+                                   stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_up(url, process, log_path)
+        with requests.Session() as session:
+            for index in range(5):
+                assert session.post(url, data=f"n{index}", timeout=5).content == f"n{index}".encode()
+        refused = requests.post(url, data=b"x" * 2000, timeout=5)
+        assert refused.status_code == 413
+        assert refused.headers["Content-Type"] == "application/problem+json"
+    finally:
+        process.terminate()
+        assert process.wait(20) == 0
+    logs = log_path.read_text()
+    warnings = [line for line in logs.splitlines() if "serving on waitress's own loop" in line]
+    assert len(warnings) == 1, logs
+    assert " WARNING " in warnings[0]
+    assert "Traceback" not in logs, logs
