@@ -127,6 +127,7 @@ def test_sdk_go_reads_replies_exactly(fn, mode):
     assert json.loads(got["data"])["echo"] == {"reply": reply}
     if mode == "batch":
         assert [e["subject"] for e in out["events"]] == [AWKWARD["subject"], "plain"]
+        assert out["sdk_is_http_batch"] is True, out  # sdk-go's own batch test sees it
 
 
 def test_sdk_go_reads_a_plain_binary_reply_as_binary(fn):
