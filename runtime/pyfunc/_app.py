@@ -24,6 +24,7 @@ from ._codec import BATCH, STRUCTURED, Event
 from ._config import Config
 from ._discovery import LoadedFunction
 from ._errors import InvalidReply, RequestError
+from ._outcomes import Drop, Outcome, Retry, outcome_of_status
 from ._responses import Response, http_response, is_werkzeug_response, problem, reply_event
 
 logger = logging.getLogger("pyfunc")
@@ -31,6 +32,7 @@ logger = logging.getLogger("pyfunc")
 LIVENESS_PATHS = ("/health/liveness", "/health/live")
 READINESS_PATHS = ("/health/readiness", "/health/ready")
 ALLOW = "GET, HEAD, POST, OPTIONS"
+METRICS_PATH = "/metrics"  # pyfunc's only with PYFUNC_METRICS=true; the function's otherwise
 NO_REPLY = Response(202, [], b"")
 
 
@@ -172,6 +174,24 @@ class FunctionApp:
         self.reply_mode = None if config.reply_mode == "auto" else config.reply_mode
         self.access_log = config.access_log
         self.debug = config.debug
+        # --- eventing (docs/delivery.md): metrics (_metrics.py) and redelivery dedup (_dedup.py).
+        # Both None when off, and their modules (and prometheus_client, redis) never imported.
+        self.metrics: Any = None
+        self.dedup: Any = None
+        if config.metrics:
+            from ._metrics import Metrics
+
+            self.metrics = Metrics()
+        if config.dedupe != "off":
+            from . import _dedup
+
+            on_error = self.metrics.dedup_errors.inc if self.metrics is not None else None
+            self.dedup = _dedup.from_config(config, loaded.qualname, on_error)
+
+    def on_ready(self) -> None:
+        """The server listens (called by ``serve``): the startup time metric."""
+        if self.metrics is not None:
+            self.metrics.ready()
 
     def enable_tracing(self) -> bool:
         """Wrap each invocation in an OpenTelemetry span if tracing is turned on (see ``tracing``).
@@ -204,6 +224,12 @@ class FunctionApp:
                     if self.access_log:
                         logs.access(method, path, 200, time.perf_counter() - started, fields, logging.DEBUG)
                     return result
+            elif self.metrics is not None and path == METRICS_PATH and method in ("GET", "HEAD"):
+                # --- eventing hook (_metrics.py): a scrape is logged at DEBUG, like a passing probe.
+                result = self._send(self.metrics.response(), environ, start_response)
+                if self.access_log:
+                    logs.access(method, path, 200, time.perf_counter() - started, fields, logging.DEBUG)
+                return result
             # Every other path is the function's: Knative routes all of them to the container, and
             # a Trigger's subscriber URI may carry one. HTTP functions read it from req.path.
             elif method in ("POST", "GET", "HEAD"):
@@ -258,8 +284,12 @@ class FunctionApp:
 
     def invoke(self, environ: dict[str, Any], fields: dict[str, Any]) -> Any:
         if self._slots is not None and not self._slots.acquire(blocking=False):
+            if self.metrics is not None:  # eventing hook: counted, though nothing was invoked
+                self.metrics.invocation("rejected", None, None)
             return problem(429, "too-many-requests",
                            f"more than {self.config.max_concurrency} invocations in progress")
+        if self.metrics is not None:  # eventing hook: the in-flight gauge
+            self.metrics.in_flight.inc()
         try:
             if self.binder.needs_flask_context:
                 return self._invoke_in_flask(environ, fields)
@@ -269,6 +299,8 @@ class FunctionApp:
                 return self._handle(environ, request.get_data(cache=True) if wants_body else b"", request, fields)
             return self._handle(environ, _read_body(environ) if wants_body else b"", None, fields)
         finally:
+            if self.metrics is not None:
+                self.metrics.in_flight.dec()
             if self._slots is not None:
                 self._slots.release()
 
@@ -289,64 +321,149 @@ class FunctionApp:
 
     def _handle(self, environ: dict[str, Any], body: bytes, request: Any, fields: dict[str, Any]) -> Any:
         fields["trace_id"] = logs.trace_id(environ.get("HTTP_TRACEPARENT"))  # set before decoding: 400s too
+        if not self.binder.needs_event:
+            return self._one(environ, body, request, None, None)
         try:
-            if not self.binder.needs_event:
-                return http_response(self._call(Invocation(environ, body, None, request)))
             mode, events = codec.decode_request(environ, body)
-            if mode == BATCH:
-                return self._handle_batch(environ, body, request, events)
-            event = events[0]
-            attrs = event.attributes
-            fields.update(ce_id=attrs.get("id"), ce_type=attrs.get("type"), ce_source=attrs.get("source"))
-            if fields["trace_id"] is None:  # the transport's traceparent (the caller) wins, as for the span
-                fields["trace_id"] = logs.trace_id(attrs.get("traceparent"))
-            result = self._call(Invocation(environ, body, event, request))
-            if is_werkzeug_response(result):
-                return result
-            reply = reply_event(result)
-            if reply is None:
-                return NO_REPLY
-            attributes = self._complete(reply[0], event, environ)
-            return self._encode(self.reply_mode or mode, [(attributes, reply[1])])
         except RequestError as exc:
+            return self._failure(exc)[1]
+        if mode == BATCH:
+            return self._handle_batch(environ, body, request, events)
+        event = events[0]
+        attrs = event.attributes
+        fields.update(ce_id=attrs.get("id"), ce_type=attrs.get("type"), ce_source=attrs.get("source"))
+        if fields["trace_id"] is None:  # the transport's traceparent (the caller) wins, as for the span
+            fields["trace_id"] = logs.trace_id(attrs.get("traceparent"))
+        return self._one(environ, body, request, event, self.reply_mode or mode)
+
+    def _one(self, environ: dict[str, Any], body: bytes, request: Any, event: Optional[Event],
+             mode: Optional[str]) -> Any:
+        """One invocation (an HTTP request, or one event replied to in ``mode``) → its response; never raises.
+
+        With dedup on, a duplicate event is answered before the handler runs, and the event is
+        marked done only when the handler succeeded (docs/delivery.md).
+        """
+        claim = None
+        if self.dedup is not None and event is not None:  # --- eventing hook: redelivery dedup (_dedup.py)
+            claim, found = self.dedup.claim(event.attributes)
+            if found is not None:
+                return self._duplicate(found, event)
+        started = time.perf_counter()
+        try:
+            result = self._call(Invocation(environ, body, event, request))
+            if event is None:
+                response = http_response(result)
+                outcome = "reply" if self.metrics is None else _outcome_of_response(response)
+            elif is_werkzeug_response(result):
+                response, outcome = result, _outcome_of_response(result)
+            else:
+                reply = reply_event(result)
+                if reply is None:
+                    response, outcome = NO_REPLY, "no-reply"
+                else:
+                    response = self._encode(mode or STRUCTURED, [(self._complete(reply[0], event, environ), reply[1])])
+                    outcome = "reply"
+        except BaseException as exc:  # noqa: B036 - a handler's SystemExit must not end the server (_failure)
+            outcome, response = self._failure(exc)
+        if claim is not None:
+            _settle(claim, response)
+        if self.metrics is not None:  # --- eventing hook: invocations by outcome and type, duration
+            self.metrics.invocation(outcome, event.attributes.get("type") if event is not None else None,
+                                    None if outcome == "rejected" else time.perf_counter() - started)
+        return response
+
+    def _failure(self, exc: BaseException) -> tuple[str, Any]:
+        """The outcome (docs/delivery.md) and response of an invocation that raised."""
+        if isinstance(exc, Outcome):
+            return self._outcome(exc)
+        if isinstance(exc, RequestError):
             logger.info("rejected request: %s: %s", exc.reason, exc.detail)
             extra: dict[str, Any] = {"errors": exc.errors} if exc.errors else {}
-            return problem(exc.status, exc.reason, exc.detail, **extra)
-        except InvocationTimeout:
+            return "rejected", problem(exc.status, exc.reason, exc.detail, **extra)
+        if isinstance(exc, InvocationTimeout):
             logger.error("invocation timed out after %ss", self.config.timeout)
-            return problem(504, "timeout", f"the function did not finish within {self.config.timeout}s")
-        except InvalidReply as exc:
+            return "timeout", problem(504, "timeout", f"the function did not finish within {self.config.timeout}s")
+        if isinstance(exc, InvalidReply):
             # The detail is pyfunc's own description of the reply's shape; the exception behind
             # it (say, json's TypeError) goes only to the log, and to the body with PYFUNC_DEBUG.
             cause = exc.__cause__
             logger.error("invalid reply from %s: %s%s", self.loaded.qualname, exc,
                          f" ({_exception_text(cause)})" if cause is not None else "")
             extra = {"exception": _exception_text(cause)} if self.debug and cause is not None else {}
-            return problem(500, "invalid-reply", str(exc), **extra)
-        except BaseException as exc:  # noqa: B036 - a handler's SystemExit must not end the server
-            http_exception = _http_exception_response(exc)
-            if http_exception is not None:
-                return http_exception
-            # Even GeneratorExit: _handle is no generator, so it can only come from the handler, and
-            # re-raised it left the connection hanging with no response (waitress only logs it).
-            logger.error("%s raised %s", self.loaded.qualname, type(exc).__name__, exc_info=exc)
-            # A 500 body names no exception class or message: either can carry internals (paths,
-            # SQL, keys) to whoever sent the request. The log has the traceback; PYFUNC_DEBUG
-            # puts class and message in the body for local use.
-            if self.debug:
-                return problem(500, "function-error",
-                               f"the function raised {_exception_text(exc)}; the traceback is in the log",
-                               exception=_exception_text(exc))
-            return problem(500, "function-error", "the function raised an exception; the traceback is in the log")
+            return "error", problem(500, "invalid-reply", str(exc), **extra)
+        http_exception = _http_exception_response(exc)
+        if http_exception is not None:
+            return _outcome_of_response(http_exception), http_exception
+        # Even GeneratorExit: _handle is no generator, so it can only come from the handler, and
+        # re-raised it left the connection hanging with no response (waitress only logs it).
+        logger.error("%s raised %s", self.loaded.qualname, type(exc).__name__, exc_info=exc)
+        # A 500 body names no exception class or message: either can carry internals (paths,
+        # SQL, keys) to whoever sent the request. The log has the traceback; PYFUNC_DEBUG
+        # puts class and message in the body for local use.
+        if self.debug:
+            return "error", problem(500, "function-error",
+                                    f"the function raised {_exception_text(exc)}; the traceback is in the log",
+                                    exception=_exception_text(exc))
+        return "error", problem(500, "function-error", "the function raised an exception; the traceback is in the log")
+
+    def _outcome(self, exc: Outcome) -> tuple[str, Response]:
+        """``pyfunc.Retry`` → 503 (+ Retry-After), ``pyfunc.Drop`` → 422: WARNING, no traceback (_outcomes.py)."""
+        if isinstance(exc, Retry):
+            logger.warning("%s asked for a retry%s: %s", self.loaded.qualname,
+                           f" after {exc.after}s" if exc.after is not None else "", exc.reason or "no reason given")
+            response = problem(exc.status, exc.problem, exc.reason or "the function asked for the event to be retried")
+            if exc.retry_after is not None:
+                response.headers.append(("Retry-After", exc.retry_after))
+            return "retry", response
+        if isinstance(exc, Drop):
+            logger.warning("%s dropped the event: %s", self.loaded.qualname, exc.reason or "no reason given")
+            return "drop", problem(exc.status, exc.problem, exc.reason or "the function dropped the event")
+        logger.warning("%s raised %s: %s", self.loaded.qualname, type(exc).__name__, exc.reason)
+        return "error", problem(exc.status, exc.problem, exc.reason)
+
+    def _duplicate(self, found: Any, event: Event) -> Response:
+        """A redelivery (same source + id): its first reply again, or 429 while the first still runs."""
+        from ._dedup import IN_FLIGHT, IN_FLIGHT_RETRY_AFTER, IN_FLIGHT_STATUS
+
+        attrs = event.attributes
+        if found is IN_FLIGHT:
+            if self.metrics is not None:
+                self.metrics.dedup_hits.labels("in_flight").inc()
+            logger.info("duplicate of event %s from %s, still in progress: %d", attrs.get("id"), attrs.get("source"),
+                        IN_FLIGHT_STATUS)
+            # Retriable: Knative redelivers a 429 with backoff, by when the first delivery is done.
+            response = problem(IN_FLIGHT_STATUS, "duplicate-in-flight",
+                               "an event with this source and id is being processed; retry later")
+            response.headers.append(("Retry-After", IN_FLIGHT_RETRY_AFTER))
+            return response
+        if self.metrics is not None:
+            self.metrics.dedup_hits.labels("replayed").inc()
+        logger.info("duplicate of event %s from %s, done before: its reply again", attrs.get("id"),
+                    attrs.get("source"))
+        return Response(found.status, list(found.headers), found.body)
 
     def _handle_batch(self, environ: dict[str, Any], body: bytes, request: Any, events: list[Event]) -> Any:
-        """binding §3.3: one call per event, in order; the replies go back as one batch."""
-        replies = []
-        for event in events:
-            reply = reply_event(self._call(Invocation(environ, body, event, request)))
-            if reply is not None:
-                replies.append((self._complete(reply[0], event, environ), reply[1]))
-        return self._encode(self.reply_mode or BATCH, replies)
+        """binding §3.3: one call per event, in order, each on its own (docs/delivery.md, "Batches").
+
+        All succeeded: 200 with the batch of replies. Any failed: no replies, a problem body
+        listing each event's status, and the status of the first retriable failure (5xx, 429,
+        408: Knative redelivers the whole batch; with dedup only the events not done run
+        again), else 422 (only drops: dead-lettered).
+        """
+        if self.metrics is not None:  # eventing hook
+            self.metrics.batch_events.observe(len(events))
+        # Each reply encoded structured on its own (what dedup stores); the batch is their JSON array.
+        results = [self._one(environ, body, request, event, STRUCTURED) for event in events]
+        if all(isinstance(r, Response) and r.status < 300 for r in results):
+            try:
+                bodies = [_structured_body(r) for r in results if r.status != 202 and r.body]
+                if (self.reply_mode or BATCH) == BATCH:
+                    return Response(200, [("Content-Type", codec.BATCH_CONTENT_TYPE)], b"[" + b",".join(bodies) + b"]")
+                replies = [(e.attributes, e.data) for e in map(codec.decode_structured, bodies)]
+                return self._encode(self.reply_mode or BATCH, replies)
+            except (InvalidReply, RequestError) as exc:
+                return self._failure(exc)[1]
+        return _batch_failure(events, results)
 
     def _complete(self, attributes: dict[str, Any], event: Event, environ: dict[str, Any]) -> dict[str, Any]:
         reply = codec.complete_reply(attributes, event, self.default_source)
@@ -422,6 +539,78 @@ def _read_body(environ: dict[str, Any]) -> bytes:
             return b""
     # waitress de-chunks a chunked body and sets CONTENT_LENGTH; anything else has no body.
     return b""
+
+
+def _settle(claim: Any, response: Any) -> None:
+    """Dedup: mark the event done with its reply after a success (a 2xx), else let it run again."""
+    from ._dedup import TOO_LARGE, Record
+
+    status = _status_of(response)
+    if 200 <= status < 300:
+        body = response.body if isinstance(response, Response) else None
+        claim.done(Record(status, list(response.headers), body) if isinstance(body, bytes) else TOO_LARGE)
+    else:
+        claim.release()
+
+
+def _outcome_of_response(response: Any) -> str:
+    if isinstance(response, Response):
+        return outcome_of_status(response.status, bool(response.body))
+    return outcome_of_status(getattr(response, "status_code", 200), True)
+
+
+def _structured_body(response: Response) -> bytes:
+    """A reply event as one structured-mode JSON object (a stored binary-mode reply is converted)."""
+    headers = dict((name.lower(), value) for name, value in response.headers)
+    body = response.body
+    assert isinstance(body, bytes)
+    content_type = headers.get("content-type")
+    if codec.content_mode(content_type) == STRUCTURED:
+        return body
+    environ = {"HTTP_" + name.upper().replace("-", "_"): value for name, value in headers.items()}
+    if content_type is not None:
+        environ["CONTENT_TYPE"] = content_type
+    event = codec.decode_binary(environ, body)
+    return codec.encode_structured(event.attributes, event.data)[1]
+
+
+def _batch_failure(events: list[Event], results: list[Any]) -> Response:
+    """The answer to a batch in which some events failed (docs/delivery.md, "Batches")."""
+    import json
+
+    items: list[dict[str, Any]] = []
+    first_retriable: Optional[int] = None
+    retry_after: Optional[int] = None
+    for index, (event, response) in enumerate(zip(events, results)):
+        status = _status_of(response)
+        item: dict[str, Any] = {"index": index, "id": event.attributes.get("id"),
+                                "source": event.attributes.get("source"), "status": status}
+        if status >= 300:
+            headers = response.headers if isinstance(response, Response) else list(response.headers.items())
+            for name, value in headers:
+                if name.lower() == "retry-after" and value.isdigit():
+                    retry_after = max(retry_after or 0, int(value))
+            if isinstance(response, Response) and isinstance(response.body, bytes):
+                try:
+                    detail = json.loads(response.body)
+                    item.update(reason=detail.get("reason"), detail=detail.get("detail"))
+                except (ValueError, AttributeError):
+                    pass
+            # Knative retries 5xx, 408 and 429; every other 4xx is dead-lettered at once.
+            if first_retriable is None and (status >= 500 or status in (408, 429)):
+                first_retriable = status
+        items.append(item)
+    failed = sum(1 for item in items if item["status"] >= 300)
+    status = first_retriable or 422
+    response = problem(
+        status, "batch-incomplete" if first_retriable else "batch-dropped",
+        f"{failed} of {len(events)} events failed; " + (
+            "the batch can be redelivered: with dedup on, only the events not done run again"
+            if first_retriable else "none can be retried"),
+        events=items)
+    if retry_after is not None:
+        response.headers.append(("Retry-After", str(retry_after)))
+    return response
 
 
 def _status_of(response: Any) -> int:
