@@ -326,6 +326,8 @@ class FunctionApp:
         try:
             mode, events = codec.decode_request(environ, body)
         except RequestError as exc:
+            if self.metrics is not None:  # eventing hook: not a CloudEvent, nothing invoked
+                self.metrics.invocation("rejected", None, None)
             return self._failure(exc)[1]
         if mode == BATCH:
             return self._handle_batch(environ, body, request, events)

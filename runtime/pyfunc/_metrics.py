@@ -40,8 +40,14 @@ class Metrics:
     """The pyfunc metrics in a registry of their own, plus the process collector (RSS, CPU, fds)."""
 
     def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
-        from prometheus_client import disable_created_metrics
+        from prometheus_client import (
+            CollectorRegistry,
+            Counter,
+            Gauge,
+            Histogram,
+            ProcessCollector,
+            disable_created_metrics,
+        )
 
         # The *_created series (a timestamp per labelled child) double the scrape for nothing a
         # query uses; the process is pyfunc's own, so turning them off globally harms no one.
