@@ -51,7 +51,7 @@ class Metrics:
 
         # The *_created series (a timestamp per labelled child) double the scrape for nothing a
         # query uses; the process is pyfunc's own, so turning them off globally harms no one.
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
 
         self.registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=self.registry)
