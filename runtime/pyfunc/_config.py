@@ -267,6 +267,8 @@ def settings_markdown() -> str:
 
 def _default_text(setting: Setting) -> str:
     value = setting.default
+    if value == "":
+        return "(empty)"
     if isinstance(value, bool):
         return "true" if value else "false"
     if setting.parse is _size:
