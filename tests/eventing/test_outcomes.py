@@ -119,3 +119,13 @@ def test_outcomes_cost_no_runtime_import():
             "print(sorted(m for m in sys.modules if m.startswith('pyfunc.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "['pyfunc._outcomes']"
+
+
+def test_function_client_with_dedup(tmp_path):
+    (tmp_path / "handler.py").write_text(
+        "calls = []\n\ndef handler(event):\n    calls.append(event['id'])\n    return None\n")
+    with FunctionClient(tmp_path, dedupe="memory") as client:
+        event = local_event({"x": 1}, id="once")
+        assert client.send(event).status == 202
+        assert client.send(event).status == 202
+        assert client.app.loaded.module.calls == ["once"]
