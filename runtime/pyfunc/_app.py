@@ -24,7 +24,7 @@ from ._codec import BATCH, STRUCTURED, Event
 from ._config import Config
 from ._discovery import LoadedFunction
 from ._errors import InvalidReply, RequestError
-from ._outcomes import Drop, Outcome, Retry, outcome_of_status
+from ._outcomes import RETRIED_4XX, Drop, Outcome, Retry, outcome_of_status
 from ._responses import Response, http_response, is_werkzeug_response, problem, reply_event
 
 logger = logging.getLogger("pyfunc")
@@ -424,7 +424,7 @@ class FunctionApp:
         return "error", problem(exc.status, exc.problem, exc.reason)
 
     def _duplicate(self, found: Any, event: Event) -> Response:
-        """A redelivery (same source + id): its first reply again, or 429 while the first still runs."""
+        """A redelivery (same source + id): its first reply again, or 409 while the first still runs."""
         from ._dedup import IN_FLIGHT, IN_FLIGHT_RETRY_AFTER, IN_FLIGHT_STATUS
 
         attrs = event.attributes
@@ -433,7 +433,7 @@ class FunctionApp:
                 self.metrics.dedup_hits.labels("in_flight").inc()
             logger.info("duplicate of event %s from %s, still in progress: %d", attrs.get("id"), attrs.get("source"),
                         IN_FLIGHT_STATUS)
-            # Retriable: Knative redelivers a 429 with backoff, by when the first delivery is done.
+            # Knative's data-plane contract: 409 "Conflict / Processing in progress", retried with backoff.
             response = problem(IN_FLIGHT_STATUS, "duplicate-in-flight",
                                "an event with this source and id is being processed; retry later")
             response.headers.append(("Retry-After", IN_FLIGHT_RETRY_AFTER))
@@ -448,8 +448,8 @@ class FunctionApp:
         """binding §3.3: one call per event, in order, each on its own (docs/delivery.md, "Batches").
 
         All succeeded: 200 with the batch of replies. Any failed: no replies, a problem body
-        listing each event's status, and the status of the first retriable failure (5xx, 429,
-        408: Knative redelivers the whole batch; with dedup only the events not done run
+        listing each event's status, and the status of the first retriable failure (5xx, 409,
+        429…: Knative redelivers the whole batch; with dedup only the events not done run
         again), else 422 (only drops: dead-lettered).
         """
         if self.metrics is not None:  # eventing hook
@@ -598,8 +598,8 @@ def _batch_failure(events: list[Event], results: list[Any]) -> Response:
                     item.update(reason=detail.get("reason"), detail=detail.get("detail"))
                 except (ValueError, AttributeError):
                     pass
-            # Knative retries 5xx, 408 and 429; every other 4xx is dead-lettered at once.
-            if first_retriable is None and (status >= 500 or status in (408, 429)):
+            # Knative retries 5xx, 404, 408, 409 and 429; every other 4xx is dead-lettered at once.
+            if first_retriable is None and (status >= 500 or status in RETRIED_4XX):
                 first_retriable = status
         items.append(item)
     failed = sum(1 for item in items if item["status"] >= 300)

@@ -11,7 +11,7 @@ The guarantee is *effectively once per dedup window*, not exactly once:
 * an event is marked done only after the handler returned successfully (a 2xx): a failure, a
   ``Retry``, a ``Drop``, a timeout or a process that stops mid-call leaves it not done, so
   the redelivery runs it again;
-* while it runs, a duplicate is answered ``429`` with ``Retry-After`` (see ``IN_FLIGHT_STATUS``);
+* while it runs, a duplicate is answered ``409`` with ``Retry-After`` (see ``IN_FLIGHT_STATUS``);
 * a done event is remembered for ``PYFUNC_DEDUPE_TTL`` seconds (and, in memory, while it is
   among the ``PYFUNC_DEDUPE_SIZE`` most recent); a duplicate after that runs again;
 * a handler that succeeded but whose process died before the mark was written, or a claim
@@ -41,11 +41,13 @@ from typing import Any, Callable, Optional, Union
 
 logger = logging.getLogger("pyfunc")
 
-# A duplicate of an event still running: 429 Too Many Requests with Retry-After. Knative
-# retries 429 with backoff (and waits Retry-After with delivery.retryAfterMax); 409 Conflict
-# would say it better but is dead-lettered by senders that retry only 5xx/408/429, and 503 is
-# what pyfunc.Retry answers, so metrics and logs could not tell the two apart.
-IN_FLIGHT_STATUS = 429
+# A duplicate of an event still running: 409 Conflict with Retry-After. The Knative eventing
+# data-plane contract (specs/eventing/data-plane.md, "Event Acknowledgement and Delivery Retry")
+# defines 409 as "Conflict / Processing in progress", retried like 429 and 5xx, so the broker
+# redelivers it with backoff, by when the first delivery is done and the retry gets its reply.
+# Not 429 (that says "overloaded", which PYFUNC_MAX_CONCURRENCY answers) nor 503 (pyfunc.Retry's):
+# metrics and logs tell the three apart.
+IN_FLIGHT_STATUS = 409
 IN_FLIGHT_RETRY_AFTER = "1"
 # Seconds a failing Redis is skipped, and between two warnings about it.
 REDIS_BACKOFF = 1.0

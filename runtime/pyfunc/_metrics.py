@@ -8,7 +8,7 @@ Every invocation is counted once by outcome (see docs/delivery.md) and CloudEven
 
     reply      2xx with a reply (an event, or an HTTP function's body)
     no-reply   2xx without one (202 for an event function)
-    retry      pyfunc.Retry, or an HTTP function's own 408/429/503: Knative retries it
+    retry      pyfunc.Retry, or an HTTP function's own 404/408/409/429/503: Knative retries it
     drop       pyfunc.Drop (422), or an HTTP function's own other 4xx: dead-lettered
     error      the handler raised (500) or returned an invalid reply
     timeout    PYFUNC_TIMEOUT ran out (504)

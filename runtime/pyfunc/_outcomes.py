@@ -14,13 +14,16 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-# Knative eventing retries 5xx, 408 and 429 (with the backoff of the Trigger's or
-# Subscription's `delivery`) and, with the delivery-retryafter feature, waits at least a
-# Retry-After it is sent on 429 and 503 (capped by `delivery.retryAfterMax`).
+# Knative eventing retries 5xx, 404, 409 and 429 (the data-plane contract's table, "Event
+# Acknowledgement and Delivery Retry"; its dispatchers 408 too) with the backoff of the
+# Trigger's or Subscription's `delivery` and, with the delivery-retryafter feature, waits at
+# least a Retry-After it is sent on 429 and 503 (capped by `delivery.retryAfterMax`).
 RETRY_STATUS = 503
 # Any other 4xx is not retried: the event goes to the dead-letter sink (or is dropped when
 # there is none). 422 "Unprocessable Content": the request was well-formed, its content refused.
 DROP_STATUS = 422
+# The 4xx Knative retries (every 5xx is retried too); any other 4xx is dead-lettered.
+RETRIED_4XX = (404, 408, 409, 429)
 
 
 class Outcome(Exception):  # noqa: N818 - the public names are Retry and Drop, not *Error
@@ -79,7 +82,7 @@ def outcome_of_status(status: int, has_body: bool) -> str:
     status, a ``flask.abort()``: what Knative will do with it."""
     if status < 400:
         return "reply" if has_body and status != 204 else "no-reply"
-    if status in (408, 429, 503):  # Knative retries these with backoff
+    if status in RETRIED_4XX or status == 503:  # Knative retries these with backoff
         return "retry"
     if status == 504:
         return "timeout"

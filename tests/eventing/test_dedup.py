@@ -94,14 +94,14 @@ def test_a_drop_is_not_marked_done(memory_server, calls_file):
     assert len(calls(calls_file, "dropped")) == 2
 
 
-def test_a_duplicate_while_the_first_runs_is_429(memory_server, calls_file):
+def test_a_duplicate_while_the_first_runs_is_409(memory_server, calls_file):
     event = make_event({"sleep": 1.5}, id="slow")
     box = {}
     thread = threading.Thread(target=lambda: box.update(first=send(memory_server.url, event)))
     thread.start()
     time.sleep(0.5)
     duplicate = send(memory_server.url, event)
-    assert duplicate.status_code == 429  # Knative retries a 429 with backoff
+    assert duplicate.status_code == 409  # Knative's "Processing in progress": retried with backoff
     assert duplicate.headers["Retry-After"] == "1"
     assert duplicate.json()["reason"] == "duplicate-in-flight"
     thread.join()
@@ -164,13 +164,13 @@ def test_two_processes_share_one_redis(pair, calls_file):
     assert calls(calls_file, "shared-1") == [str(a.process.pid)]
 
 
-def test_in_flight_in_one_pod_is_429_in_the_other(pair, calls_file):
+def test_in_flight_in_one_pod_is_409_in_the_other(pair, calls_file):
     a, b = pair
     event = make_event({"sleep": 1.5}, id="shared-slow")
     thread = threading.Thread(target=send, args=(a.url, event))
     thread.start()
     time.sleep(0.5)
-    assert send(b.url, event).status_code == 429
+    assert send(b.url, event).status_code == 409
     thread.join()
     assert send(b.url, event).status_code == 200
     assert len(calls(calls_file, "shared-slow")) == 1
@@ -202,7 +202,7 @@ def test_sigterm_while_in_flight_does_not_mark_it_done(pair, redis_server, calls
     thread = threading.Thread(target=lambda: _quietly(send, a.url, event))
     thread.start()
     time.sleep(0.7)
-    assert send(b.url, event).status_code == 429  # claimed by A
+    assert send(b.url, event).status_code == 409  # claimed by A
     a.process.send_signal(signal.SIGTERM)
     assert a.process.wait(15) == 0  # PYFUNC_SHUTDOWN_TIMEOUT=1: A gave up on the call
     thread.join()
