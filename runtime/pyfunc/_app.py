@@ -339,15 +339,16 @@ class FunctionApp:
         return self._one(environ, body, request, event, self.reply_mode or mode)
 
     def _one(self, environ: dict[str, Any], body: bytes, request: Any, event: Optional[Event],
-             mode: Optional[str]) -> Any:
+             mode: Optional[str], claimed: Any = None, done: Optional[list[Any]] = None) -> Any:
         """One invocation (an HTTP request, or one event replied to in ``mode``) → its response; never raises.
 
         With dedup on, a duplicate event is answered before the handler runs, and the event is
-        marked done only when the handler succeeded (docs/delivery.md).
+        marked done only when the handler succeeded (docs/delivery.md). A batch passes the
+        claim it made for the event and a ``done`` list, to mark its events done together.
         """
         claim = None
         if self.dedup is not None and event is not None:  # --- eventing hook: redelivery dedup (_dedup.py)
-            claim, found = self.dedup.claim(event.attributes)
+            claim, found = claimed or self.dedup.claim(event.attributes)
             if found is not None:
                 return self._duplicate(found, event)
         started = time.perf_counter()
@@ -368,7 +369,7 @@ class FunctionApp:
         except BaseException as exc:  # noqa: B036 - a handler's SystemExit must not end the server (_failure)
             outcome, response = self._failure(exc)
         if claim is not None:
-            _settle(claim, response)
+            _settle(claim, response, done)
         if self.metrics is not None:  # --- eventing hook: invocations by outcome and type, duration
             self.metrics.invocation(outcome, event.attributes.get("type") if event is not None else None,
                                     None if outcome == "rejected" else time.perf_counter() - started)
@@ -455,7 +456,14 @@ class FunctionApp:
         if self.metrics is not None:  # eventing hook
             self.metrics.batch_events.observe(len(events))
         # Each reply encoded structured on its own (what dedup stores); the batch is their JSON array.
-        results = [self._one(environ, body, request, event, STRUCTURED) for event in events]
+        if self.dedup is None:
+            results = [self._one(environ, body, request, event, STRUCTURED) for event in events]
+        else:  # --- eventing hook: the batch's events claimed, and later marked done, together
+            claims = self.dedup.claim_all([event.attributes for event in events])
+            done: list[Any] = []
+            results = [self._one(environ, body, request, event, STRUCTURED, claimed, done)
+                       for event, claimed in zip(events, claims)]
+            self.dedup.finish_all(done)
         if all(isinstance(r, Response) and r.status < 300 for r in results):
             try:
                 bodies = [_structured_body(r) for r in results if r.status != 202 and r.body]
@@ -543,14 +551,20 @@ def _read_body(environ: dict[str, Any]) -> bytes:
     return b""
 
 
-def _settle(claim: Any, response: Any) -> None:
-    """Dedup: mark the event done with its reply after a success (a 2xx), else let it run again."""
+def _settle(claim: Any, response: Any, done: Optional[list[Any]] = None) -> None:
+    """Dedup: mark the event done with its reply after a success (a 2xx), else let it run again.
+
+    With ``done`` (a batch), the success is added to it, to be marked with the others."""
     from ._dedup import TOO_LARGE, Record
 
     status = _status_of(response)
     if 200 <= status < 300:
         body = response.body if isinstance(response, Response) else None
-        claim.done(Record(status, list(response.headers), body) if isinstance(body, bytes) else TOO_LARGE)
+        record = Record(status, list(response.headers), body) if isinstance(body, bytes) else TOO_LARGE
+        if done is not None:
+            done.append((claim, record))
+        else:
+            claim.done(record)
     else:
         claim.release()
 

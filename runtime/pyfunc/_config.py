@@ -125,7 +125,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("dedupe_size", "PYFUNC_DEDUPE_SIZE", "--dedupe-size", 10000, _positive_int,
             "events remembered by PYFUNC_DEDUPE=memory (least recently used forgotten first)"),
     Setting("dedupe_memory", "PYFUNC_DEDUPE_MEMORY", "--dedupe-memory", 16 << 20, _size,
-            "bytes of stored replies PYFUNC_DEDUPE=memory keeps at most"),
+            "bytes of stored replies (status, headers, body) PYFUNC_DEDUPE=memory keeps at most"),
     Setting("dedupe_max_reply", "PYFUNC_DEDUPE_MAX_REPLY", "--dedupe-max-reply", 64 << 10, _size,
             "largest reply body stored for duplicates; a larger reply is remembered as 202 (the "
             "duplicate gets no reply event, and does not run)"),

@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import itertools
 import json
 import logging
 import os
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from typing import Any, Callable, Optional, Union
 
@@ -122,18 +122,31 @@ class Store:
     def release(self, key: str, token: str) -> None:
         raise NotImplementedError
 
+    def claim_many(self, items: list[tuple[str, str]], lease: float) -> list[Lookup]:
+        """``claim`` for each ``(key, token)`` of a batch (Redis: one round trip)."""
+        return [self.claim(key, token, lease) for key, token in items]
+
+    def finish_many(self, items: list[tuple[str, Record]], ttl: float) -> None:
+        for key, record in items:
+            self.finish(key, record, ttl)
+
     def close(self) -> None:
         pass
 
 
 class MemoryStore(Store):
-    """A bounded LRU in this process: at most ``size`` events and ``budget`` bytes of replies."""
+    """A bounded LRU in this process: at most ``size`` events and ``budget`` bytes of replies.
+
+    A reply is kept serialized (one bytes object: status, headers and body) rather than as a
+    :class:`Record` with its header tuples: a third of the memory, and a duplicate is rare
+    enough to pay for parsing it.
+    """
 
     def __init__(self, size: int, budget: int) -> None:
         self.size = size
         self.budget = budget
         self.bytes = 0
-        self._entries: OrderedDict[str, tuple[float, Union[Record, str]]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[float, Union[bytes, str]]] = OrderedDict()
         self._lock = threading.Lock()
 
     def claim(self, key: str, token: str, lease: float) -> Lookup:
@@ -143,9 +156,9 @@ class MemoryStore(Store):
             if entry is not None:
                 expires, value = entry
                 if expires > now:
-                    if isinstance(value, Record):
+                    if isinstance(value, bytes):
                         self._entries.move_to_end(key)
-                        return value
+                        return Record.loads(value)
                     return IN_FLIGHT
                 self._drop(key)
             self._entries[key] = (now + lease, token)
@@ -153,11 +166,12 @@ class MemoryStore(Store):
             return None
 
     def finish(self, key: str, record: Record, ttl: float) -> None:
+        raw = record.dumps()
         with self._lock:
             if key in self._entries:
                 self._drop(key)
-            self._entries[key] = (time.monotonic() + ttl, record)
-            self.bytes += len(record.body)
+            self._entries[key] = (time.monotonic() + ttl, raw)
+            self.bytes += len(raw)
             self._evict(time.monotonic())
 
     def release(self, key: str, token: str) -> None:
@@ -171,8 +185,8 @@ class MemoryStore(Store):
 
     def _drop(self, key: str) -> None:
         _, value = self._entries.pop(key)
-        if isinstance(value, Record):
-            self.bytes -= len(value.body)
+        if isinstance(value, bytes):
+            self.bytes -= len(value)
 
     def _evict(self, now: float) -> None:
         entries = self._entries
@@ -218,7 +232,10 @@ class RedisStore(Store):
         self.on_error = on_error
 
     def claim(self, key: str, token: str, lease: float) -> Lookup:
-        raw = self._do(lambda: self._claim(keys=[key], args=["~" + token, max(1, int(lease * 1000))]))
+        return self._lookup(self._do(lambda: self._claim(keys=[key], args=["~" + token, max(1, int(lease * 1000))])))
+
+    @staticmethod
+    def _lookup(raw: Any) -> Lookup:
         if raw is None or raw is _FAILED:
             return None
         if isinstance(raw, bytes) and raw.startswith(b"R"):
@@ -230,6 +247,28 @@ class RedisStore(Store):
 
     def finish(self, key: str, record: Record, ttl: float) -> None:
         self._do(lambda: self._redis.set(key, record.dumps(), px=max(1, int(ttl * 1000))))
+
+    def claim_many(self, items: list[tuple[str, str]], lease: float) -> list[Lookup]:
+        def claims() -> Any:
+            pipe = self._redis.pipeline(transaction=False)
+            for key, token in items:
+                self._claim(keys=[key], args=["~" + token, max(1, int(lease * 1000))], client=pipe)
+            return pipe.execute()
+
+        found = self._do(claims)
+        if found is _FAILED:
+            return [None] * len(items)
+        return [self._lookup(raw) for raw in found]
+
+    def finish_many(self, items: list[tuple[str, Record]], ttl: float) -> None:
+        def finishes() -> Any:
+            pipe = self._redis.pipeline(transaction=False)
+            for key, record in items:
+                pipe.set(key, record.dumps(), px=max(1, int(ttl * 1000)))
+            return pipe.execute()
+
+        if items:
+            self._do(finishes)
 
     def release(self, key: str, token: str) -> None:
         self._do(lambda: self._release(keys=[key], args=["~" + token]))
@@ -259,6 +298,10 @@ class RedisStore(Store):
 
 
 _FAILED = object()
+# Claim tokens: a random per-process prefix and a counter (itertools.count is atomic under the
+# GIL). Unique across pods like a uuid4, which matters for Redis' compare-and-delete, for less.
+_TOKEN_PREFIX = os.urandom(8).hex() + "-"
+_tokens = itertools.count(1)
 
 
 class Dedup:
@@ -283,26 +326,45 @@ class Dedup:
 
     def claim(self, attributes: dict[str, Any]) -> tuple[Optional[Claim], Lookup]:
         """``(claim, None)`` to run the event, ``(None, record)`` to replay, ``(None, IN_FLIGHT)``."""
+        return self.claim_all([attributes])[0]
+
+    def claim_all(self, events: list[dict[str, Any]]) -> list[tuple[Optional[Claim], Lookup]]:
+        """``claim`` for every event of a batch at once (one Redis round trip)."""
         if self._closed:
-            return None, None
-        key = self.key(attributes.get("source"), attributes.get("id"))
-        token = uuid.uuid4().hex
-        found = self.store.claim(key, token, self.lease)
-        if found is not None:
-            return None, found
-        claim = Claim(self, key, token)
+            return [(None, None)] * len(events)
+        items = [(self.key(a.get("source"), a.get("id")), f"{_TOKEN_PREFIX}{next(_tokens):x}") for a in events]
+        found = self.store.claim_many(items, self.lease)
+        answers: list[tuple[Optional[Claim], Lookup]] = []
+        for (key, token), lookup in zip(items, found):
+            if lookup is not None:
+                answers.append((None, lookup))
+                continue
+            claim = Claim(self, key, token)
+            with self._lock:
+                self._held[token] = claim
+            answers.append((claim, None))
+        return answers
+
+    def finish_all(self, done: list[tuple[Claim, Record]]) -> None:
+        """Mark the succeeded events of a batch done together (one Redis round trip)."""
         with self._lock:
-            self._held[token] = claim
-        return claim, None
+            if self._closed:
+                return
+            for claim, _ in done:
+                claim.settled = True
+                self._held.pop(claim.token, None)
+        self.store.finish_many([(claim.key, self._bounded(record)) for claim, record in done], self.ttl)
 
     def finish(self, claim: Claim, record: Record) -> None:
         with self._lock:
             if self._closed:  # the process is exiting: its late results are not marked done
                 return
             self._held.pop(claim.token, None)
-        if len(record.body) > self.max_reply or not isinstance(record.body, bytes):
-            record = TOO_LARGE
-        self.store.finish(claim.key, record, self.ttl)
+        self.store.finish(claim.key, self._bounded(record), self.ttl)
+
+    def _bounded(self, record: Record) -> Record:
+        """The record, or the 202 marker when its body is above PYFUNC_DEDUPE_MAX_REPLY."""
+        return TOO_LARGE if not isinstance(record.body, bytes) or len(record.body) > self.max_reply else record
 
     def release(self, claim: Claim) -> None:
         with self._lock:
