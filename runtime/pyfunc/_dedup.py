@@ -29,7 +29,6 @@ second, so an outage costs no request more than one connect timeout.
 from __future__ import annotations
 
 import atexit
-import hashlib
 import itertools
 import json
 import logging
@@ -112,6 +111,10 @@ class Claim:
 
 class Store:
     """Where claims and records live; ``claim`` is atomic per key."""
+
+    def key(self, namespace: str, source: Any, event_id: Any) -> str:
+        """One process, one function: source and id as they are (no hashlib: 4 MB of OpenSSL)."""
+        return f"{source}\0{event_id}"
 
     def claim(self, key: str, token: str, lease: float) -> Lookup:
         raise NotImplementedError
@@ -230,6 +233,15 @@ class RedisStore(Store):
         self._skip_until = 0.0
         self._warned = 0.0
         self.on_error = on_error
+        import hashlib  # the redis client loads OpenSSL anyway
+
+        self._sha256 = hashlib.sha256
+
+    def key(self, namespace: str, source: Any, event_id: Any) -> str:
+        # Hashed: ids and sources are sender-chosen strings of any length. The namespace keeps
+        # two functions sharing one Redis (two Triggers on one Broker) from deduping each other.
+        digest = self._sha256(f"{source}\0{event_id}".encode()).hexdigest()[:40]
+        return f"pyfunc:dedup:{namespace}:{digest}"
 
     def claim(self, key: str, token: str, lease: float) -> Lookup:
         return self._lookup(self._do(lambda: self._claim(keys=[key], args=["~" + token, max(1, int(lease * 1000))])))
@@ -318,12 +330,6 @@ class Dedup:
         self._closed = False
         atexit.register(self.close)
 
-    def key(self, source: Any, event_id: Any) -> str:
-        # Hashed: ids and sources are sender-chosen strings of any length. The namespace keeps
-        # two functions sharing one Redis (two Triggers on one Broker) from deduping each other.
-        digest = hashlib.sha256(f"{source}\0{event_id}".encode()).hexdigest()[:40]
-        return f"pyfunc:dedup:{self.namespace}:{digest}"
-
     def claim(self, attributes: dict[str, Any]) -> tuple[Optional[Claim], Lookup]:
         """``(claim, None)`` to run the event, ``(None, record)`` to replay, ``(None, IN_FLIGHT)``."""
         return self.claim_all([attributes])[0]
@@ -332,7 +338,9 @@ class Dedup:
         """``claim`` for every event of a batch at once (one Redis round trip)."""
         if self._closed:
             return [(None, None)] * len(events)
-        items = [(self.key(a.get("source"), a.get("id")), f"{_TOKEN_PREFIX}{next(_tokens):x}") for a in events]
+        key_of = self.store.key
+        items = [(key_of(self.namespace, a.get("source"), a.get("id")), f"{_TOKEN_PREFIX}{next(_tokens):x}")
+                 for a in events]
         found = self.store.claim_many(items, self.lease)
         answers: list[tuple[Optional[Claim], Lookup]] = []
         for (key, token), lookup in zip(items, found):
