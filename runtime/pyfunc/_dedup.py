@@ -376,6 +376,8 @@ class Dedup:
 
     def release(self, claim: Claim) -> None:
         with self._lock:
+            if self._closed:  # close() released every claim still held, and closed the store
+                return
             self._held.pop(claim.token, None)
         self.store.release(claim.key, claim.token)
 
