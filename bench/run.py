@@ -141,7 +141,7 @@ def server_command(name: str, mode: str, port: int) -> tuple[list[str], dict, Pa
         return [py, "-m", "pyfunc", str(d)], env, d
     if name == "ff":
         exe = str(VENVS / name / "bin" / "functions-framework")
-        target = "hello" if mode == "hello" else "echo"
+        target = {"hello": "hello", "ce": "echo", "io-sync": "sleep"}[mode]
         d = SERVERS_DIR / "ff"
         argv = [exe, f"--target={target}", f"--source={d / 'main.py'}",
                 "--host=127.0.0.1", f"--port={port}"]
@@ -587,10 +587,17 @@ def pip(py: Path, *args: str) -> None:
 
 def ensure_venv(name: str) -> dict:
     if "venv" in SERVERS[name]:  # an --group eventing variant: pyfunc's venv, another environment
-        base = SERVERS[name]["venv"]
-        python = venv_python(base)
-        r = subprocess.run([str(python), "-m", "pip", "freeze", "--all"], capture_output=True, text=True)
-        return {"python": str(python), "freeze": r.stdout.split()}
+        name = SERVERS[name]["venv"]
+    if name in _ENSURED:
+        return _ENSURED[name]
+    _ENSURED[name] = _ensure_venv(name)
+    return _ENSURED[name]
+
+
+_ENSURED: dict = {}
+
+
+def _ensure_venv(name: str) -> dict:
     reqs = SERVERS[name]["reqs"]
     d = VENVS / name
     key_src = [sys.version, reqs]
@@ -1029,7 +1036,15 @@ def main() -> int:
                     help="re-measure a cell disturbed by other processes up to N times")
     ap.add_argument("--render-only", action="store_true",
                     help="rewrite NAME.md from an existing NAME.json (no measuring)")
+    ap.add_argument("--only", choices=["io"],
+                    help="io: only the I/O scenario (handlers that wait 1 s, bench/io_bench.py), "
+                         "written to io.{md,json}")
     args = ap.parse_args()
+    if args.only == "io":
+        import io_bench
+
+        os.sched_setaffinity(0, {int(args.load_core)})
+        return io_bench.main(args)
     args.name = args.name or (args.group or ("quick" if args.quick else "latest"))
     if args.render_only:
         out = Path(args.out)

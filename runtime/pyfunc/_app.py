@@ -15,7 +15,7 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 from . import _codec as codec
 from . import _logs as logs
@@ -25,7 +25,8 @@ from ._config import Config
 from ._discovery import LoadedFunction
 from ._errors import InvalidReply, RequestError
 from ._outcomes import RETRIED_4XX, Drop, Outcome, Retry, outcome_of_status
-from ._responses import Response, http_response, is_werkzeug_response, problem, reply_event
+from ._responses import AsyncChunks, Response, http_response, is_werkzeug_response, problem, reply_event
+from ._waitress import Deferred, StreamSink
 
 logger = logging.getLogger("pyfunc")
 
@@ -34,6 +35,10 @@ READINESS_PATHS = ("/health/readiness", "/health/ready")
 ALLOW = "GET, HEAD, POST, OPTIONS"
 METRICS_PATH = "/metrics"  # pyfunc's only with PYFUNC_METRICS=true; the function's otherwise
 NO_REPLY = Response(202, [], b"")
+# The environ key of a deferred invocation the worker resumes (see AsyncInvocation).
+RESUMED = "pyfunc.resumed"
+# The access-log status of a request whose client hung up before its answer (nginx's usage).
+CLIENT_CLOSED = 499
 
 
 class InvocationTimeout(Exception):
@@ -79,6 +84,240 @@ class AsyncRunner:
         except concurrent.futures.TimeoutError:
             self.loop.call_soon_threadsafe(lambda: task_box and task_box[0].cancel())
             raise InvocationTimeout() from None
+
+    def iterate(self, iterator: Any) -> Iterator[Any]:
+        """An async iterator's items, for a worker thread: each is produced on the loop and
+        handed over as it comes, so a streamed response sends it at once.
+
+        The worker waits for each item (the loop never blocks on the client: waitress's
+        ``write`` is what waits, in the worker, when the client reads slower than the
+        iterator produces). Closed early (the client hung up), it closes the async iterator
+        on the loop, so the handler's ``finally`` blocks run.
+        """
+        import asyncio
+
+        finished = False
+        try:
+            while True:
+                try:
+                    item = asyncio.run_coroutine_threadsafe(awaited(iterator.__anext__()), self.loop).result()
+                except StopAsyncIteration:
+                    finished = True
+                    return
+                yield item
+        finally:
+            close = getattr(iterator, "aclose", None)
+            if not finished and close is not None:
+                try:
+                    asyncio.run_coroutine_threadsafe(awaited(close()), self.loop).result(5)
+                except Exception:  # noqa: BLE001 - the response is over either way
+                    logger.warning("closing a streamed async generator failed", exc_info=True)
+
+
+class AsyncStream:
+    """An async generator's items, sent from the event loop to a parked connection (FunctionApp._stream).
+
+    Back-pressure: an item is sent only while the connection's buffer is under waitress's
+    high watermark; otherwise the stream awaits the channel's "drained" signal, so a slow
+    client slows the generator down without blocking the loop or holding a worker.
+    """
+
+    __slots__ = ("app", "environ", "sink", "body", "task", "wake", "cancelled")
+
+    def __init__(self, app: FunctionApp, environ: dict[str, Any], sink: StreamSink, body: AsyncChunks) -> None:
+        self.app = app
+        self.environ = environ
+        self.sink = sink
+        self.body = body
+        self.task: Any = None
+        self.wake: Optional[Callable[[], None]] = None
+        self.cancelled = False
+
+    def start(self, wake: Callable[[], None]) -> None:
+        self.wake = wake
+        self.app.async_runner().loop.call_soon_threadsafe(self._begin)
+
+    def _begin(self) -> None:
+        loop = self.app.async_runner().loop
+        self.task = loop.create_task(self._pump())
+        self.task.add_done_callback(self._done)
+        if self.cancelled:
+            self.task.cancel()
+
+    async def _pump(self) -> None:
+        import asyncio
+
+        sink = self.sink
+        loop = asyncio.get_running_loop()
+        async for data in self.body.encoded():
+            if not data:
+                continue
+            while sink.open() and not sink.room():
+                drained = loop.create_future()
+
+                def room(drained: Any = drained) -> None:  # on waitress's I/O loop thread
+                    loop.call_soon_threadsafe(_resolve, drained)
+
+                sink.when_room(room)
+                if sink.open() and not sink.room():  # else it drained before the callback was set
+                    await drained
+            sink.send(data)  # raises ClientDisconnected once the client left
+
+    def _done(self, task: Any) -> None:
+        self.task = None
+        if not task.cancelled() and task.exception() is not None:
+            error = task.exception()
+            if type(error).__name__ != "ClientDisconnected":
+                logger.error("the async generator %s returned failed midway", self.app.loaded.qualname,
+                             exc_info=error)
+            self.sink.error = error
+        elif task.cancelled():
+            self.sink.error = InvocationTimeout("stream cancelled")
+        wake, self.wake = self.wake, None
+        if wake is not None:
+            wake()
+
+    def cancel(self) -> None:
+        if self.cancelled:
+            return
+        self.cancelled = True
+        self.app.async_runner().loop.call_soon_threadsafe(self._cancel_task)
+
+    def _cancel_task(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    def abandon(self) -> None:
+        pass  # the slot was given back and the access line written when the stream began
+
+
+def _resolve(future: Any) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class AsyncInvocation:
+    """One request to an ``async def`` handler, run on the event loop while no worker waits for it.
+
+    A worker decodes and binds the request, then raises ``Deferred(self)`` and is free (see
+    pyfunc._waitress); the channel calls :meth:`start`. The handler runs as an asyncio task;
+    when it is done, ``wake()`` hands the request back to a worker, which finds this object in
+    the environ (``RESUMED``) and answers with the outcome through the same code as a
+    synchronous call (:meth:`FunctionApp._resume`). ``PYFUNC_TIMEOUT`` and a client hanging up
+    cancel the task: the handler sees ``asyncio.CancelledError``.
+    """
+
+    __slots__ = ("app", "environ", "fields", "started", "mode", "events", "calls", "context",
+                 "slots", "outcome", "task", "timer", "timed_out", "cancelled", "wake", "claims", "gauge", "results")
+
+    def __init__(self, app: FunctionApp, environ: dict[str, Any], fields: dict[str, Any], started: float,
+                 mode: Optional[str], events: list[Event], calls: list[tuple[Invocation, tuple[Any, ...],
+                                                                            dict[str, Any]]]) -> None:
+        self.app = app
+        self.environ = environ
+        self.fields = fields
+        self.started = started
+        self.mode = mode  # the request's content mode (None: an HTTP handler)
+        self.events = events
+        self.calls = calls  # (invocation, args, kwargs), in order: one per event of a batch
+        self.context = contextvars.copy_context()  # the request's log fields, as in a worker
+        self.slots: Any = None  # the PYFUNC_MAX_CONCURRENCY semaphore this holds a slot of
+        self.outcome: Optional[tuple[bool, Any]] = None  # (True, results) or (False, exception)
+        self.task: Any = None
+        self.timer: Any = None
+        self.timed_out = False
+        self.cancelled = False
+        self.wake: Optional[Callable[[], None]] = None
+        # --- eventing (docs/delivery.md): the dedup claims of its events (one per event, None
+        # when dedup is off) and the in-flight gauge it holds until answered (None: metrics off).
+        self.claims: Optional[list[tuple[Any, Any]]] = None
+        self.gauge: Any = None
+        # Each call's (ok, result or exception, seconds) as it ends: after a timeout, the events
+        # of a batch that finished before it keep their own outcome.
+        self.results: list[tuple[bool, Any, float]] = []
+
+    # On the worker that deferred it, after the channel parked the request.
+    def start(self, wake: Callable[[], None]) -> None:
+        self.wake = wake
+        self.environ[RESUMED] = self
+        self.app.async_runner().loop.call_soon_threadsafe(self._begin)
+
+    # On the event loop.
+    def _begin(self) -> None:
+        if self.cancelled:  # the client hung up before the task began
+            self._finish((False, None))
+            return
+        loop = self.app.async_runner().loop
+        self.task = self.context.run(loop.create_task, self.app.await_calls(self.calls, self.results))
+        self.calls = []  # the task holds them now, and lets go of them when it ends
+        if self.app.timeout:
+            self.timer = loop.call_later(self.app.timeout, self._time_out)
+        self.task.add_done_callback(self._done)
+
+    def _time_out(self) -> None:
+        self.timed_out = True
+        if self.task is not None:
+            self.task.cancel()
+
+    def _done(self, task: Any) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.task = self.timer = None
+        if self.timed_out:  # even if the handler swallowed the CancelledError: the time is up
+            self._finish((False, InvocationTimeout()))
+        elif task.cancelled():
+            import asyncio
+
+            self._finish((False, None if self.cancelled else asyncio.CancelledError()))
+        elif task.exception() is not None:
+            self._finish((False, task.exception()))
+        else:
+            self._finish((True, task.result()))
+
+    def _finish(self, outcome: tuple[bool, Any]) -> None:
+        self.outcome = outcome
+        wake, self.wake = self.wake, None
+        if wake is not None:
+            wake()
+
+    # Any thread (the loop thread of waitress when the connection closes).
+    def cancel(self) -> None:
+        if self.cancelled or self.outcome is not None:
+            return
+        self.cancelled = True
+        self.app.async_runner().loop.call_soon_threadsafe(self._cancel_task)
+
+    def _cancel_task(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    # On the worker that resumes it.
+    def release(self) -> None:
+        """Give back the concurrency slot and break the environ's cycle; the request is over."""
+        self.environ.pop(RESUMED, None)
+        slots, self.slots = self.slots, None
+        if slots is not None:
+            slots.release()
+        gauge, self.gauge = self.gauge, None
+        if gauge is not None:
+            gauge.dec()
+
+    def abandon(self) -> None:
+        if self.slots is None and RESUMED not in self.environ:
+            return  # answered already
+        self.release()
+        for claim, _ in self.claims or ():  # eventing hook: no answer went out, so not done
+            if claim is not None:
+                claim.release()
+        logger.info("the client closed the connection before the answer; the invocation was %s",
+                    "cancelled" if self.cancelled else "finished")
+        if self.app.access_log:
+            token = logs.request_fields.set(self.fields)
+            try:
+                logs.access(self.environ["REQUEST_METHOD"], self.environ.get("PATH_INFO", ""), CLIENT_CLOSED,
+                            time.perf_counter() - self.started, self.fields)
+            finally:
+                logs.request_fields.reset(token)
 
 
 async def awaited(awaitable: Any) -> Any:
@@ -174,6 +413,10 @@ class FunctionApp:
         self.reply_mode = None if config.reply_mode == "auto" else config.reply_mode
         self.access_log = config.access_log
         self.debug = config.debug
+        # Set by the server when waitress can park a request (pyfunc._waitress.install_deferral):
+        # an async handler then holds no worker while it awaits. A handler in a Flask request
+        # context keeps its worker: the context is the worker thread's.
+        self.defers = False
         # --- eventing (docs/delivery.md): metrics (_metrics.py) and redelivery dedup (_dedup.py).
         # Both None when off, and their modules (and prometheus_client, redis) never imported.
         self.metrics: Any = None
@@ -193,6 +436,19 @@ class FunctionApp:
         if self.metrics is not None:
             self.metrics.ready()
 
+    def enable_deferral(self) -> bool:
+        """Answer ``async def`` invocations without a worker waiting; returns whether they will be."""
+        self.defers = self.is_async and not self.binder.needs_flask_context
+        return self.defers
+
+    def async_runner(self) -> AsyncRunner:
+        """The event loop of this app's coroutines, started on first use."""
+        if self._async is None:
+            with self._async_lock:
+                if self._async is None:
+                    self._async = AsyncRunner()
+        return self._async
+
     def enable_tracing(self) -> bool:
         """Wrap each invocation in an OpenTelemetry span if tracing is turned on (see ``tracing``).
 
@@ -204,11 +460,15 @@ class FunctionApp:
         self.tracing = tracing.from_environment(self.loaded.qualname)
         if self.tracing is not None:
             self._call = self.tracing.wrap(self._call)  # type: ignore[method-assign]
+            self._acall = self.tracing.wrap_async(self._acall)  # type: ignore[method-assign]
         return self.tracing is not None
 
     # ------------------------------------------------------------------ WSGI entry point
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        resumed = environ.get(RESUMED)
+        if resumed is not None:
+            return self._resume(resumed, environ, start_response)
         started = time.perf_counter()
         fields = {"request_id": environ.get("HTTP_X_REQUEST_ID") or logs.next_request_id()}
         token = logs.request_fields.set(fields)
@@ -233,7 +493,7 @@ class FunctionApp:
             # Every other path is the function's: Knative routes all of them to the container, and
             # a Trigger's subscriber URI may carry one. HTTP functions read it from req.path.
             elif method in ("POST", "GET", "HEAD"):
-                response = self.invoke(environ, fields)
+                response = self.invoke(environ, fields, started)
             elif method == "OPTIONS":
                 response = Response(200, [("Allow", ALLOW)], b"")
             else:
@@ -245,6 +505,38 @@ class FunctionApp:
             return result
         finally:
             logs.request_fields.reset(token)
+
+    def _resume(self, work: AsyncInvocation, environ: dict[str, Any],
+                start_response: Callable[..., Any]) -> Iterable[bytes]:
+        """Answer a deferred invocation whose handler finished, as ``__call__`` answers the others."""
+        fields = work.fields
+        token = logs.request_fields.set(fields)
+        try:
+            work.release()
+            response = self._answer(work)
+            streamed = isinstance(response, Response) and isinstance(response.body, AsyncChunks)
+            if not streamed:
+                result = self._send(response, environ, start_response)
+            if self.access_log:  # like a sync generator's: when the stream begins
+                logs.access(environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""), _status_of(response),
+                            time.perf_counter() - work.started, fields)
+            if streamed:
+                self._stream(response, environ, start_response)  # raises Deferred
+            return result
+        finally:
+            logs.request_fields.reset(token)
+
+    def _stream(self, response: Response, environ: dict[str, Any], start_response: Callable[..., Any]) -> None:
+        """Send an async generator's items from the event loop: no worker waits between them.
+
+        The head is sent now; then the request is parked again (Deferred) while the loop sends
+        each item, and a worker comes back only to end the response (pyfunc._waitress.StreamSink).
+        """
+        body = response.body
+        assert isinstance(body, AsyncChunks)
+        write = start_response(response.status_line, response.headers)
+        write(b"")  # the head: status and headers go out before the first item is produced
+        raise Deferred(AsyncStream(self, environ, StreamSink(write), body))
 
     def _send(self, response: Any, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if not isinstance(response, Response):  # a werkzeug/flask Response: it is a WSGI app
@@ -282,27 +574,39 @@ class FunctionApp:
 
     # ------------------------------------------------------------------ invocation
 
-    def invoke(self, environ: dict[str, Any], fields: dict[str, Any]) -> Any:
-        if self._slots is not None and not self._slots.acquire(blocking=False):
+    def invoke(self, environ: dict[str, Any], fields: dict[str, Any], started: float = 0.0) -> Any:
+        slots = self._slots
+        if slots is not None and not slots.acquire(blocking=False):
             if self.metrics is not None:  # eventing hook: counted, though nothing was invoked
                 self.metrics.invocation("rejected", None, None)
             return problem(429, "too-many-requests",
                            f"more than {self.config.max_concurrency} invocations in progress")
-        if self.metrics is not None:  # eventing hook: the in-flight gauge
-            self.metrics.in_flight.inc()
+        gauge = self.metrics.in_flight if self.metrics is not None else None  # eventing hook
+        if gauge is not None:
+            gauge.inc()
         try:
             if self.binder.needs_flask_context:
                 return self._invoke_in_flask(environ, fields)
             wants_body = self.binder.needs_event or self.binder.needs_body
+            request = None
             if self._request_class is not None:
                 request = self._request_class(environ)
-                return self._handle(environ, request.get_data(cache=True) if wants_body else b"", request, fields)
-            return self._handle(environ, _read_body(environ) if wants_body else b"", None, fields)
+                body = request.get_data(cache=True) if wants_body else b""
+            else:
+                body = _read_body(environ) if wants_body else b""
+            if self.defers:
+                self._defer(environ, body, request, fields, started)  # raises Deferred unless refused
+            return self._handle(environ, body, request, fields)
+        except Deferred as deferred:
+            work: Any = deferred.work
+            work.slots, slots = slots, None  # the slot is the invocation's until it is answered
+            work.gauge, gauge = gauge, None  # and so is its place in the in-flight gauge
+            raise
         finally:
-            if self.metrics is not None:
-                self.metrics.in_flight.dec()
-            if self._slots is not None:
-                self._slots.release()
+            if gauge is not None:
+                gauge.dec()
+            if slots is not None:
+                slots.release()
 
     def _invoke_in_flask(self, environ: dict[str, Any], fields: dict[str, Any]) -> Any:
         with self.flask_app.request_context(environ) as ctx:
@@ -353,9 +657,20 @@ class FunctionApp:
                 return self._duplicate(found, event)
         started = time.perf_counter()
         try:
-            result = self._call(Invocation(environ, body, event, request))
+            ok, result = True, self._call(Invocation(environ, body, event, request))
+        except BaseException as exc:  # noqa: B036 - a handler's SystemExit must not end the server (_failure)
+            ok, result = False, exc
+        return self._conclude(environ, event, mode, ok, result, time.perf_counter() - started, claim, done)
+
+    def _conclude(self, environ: dict[str, Any], event: Optional[Event], mode: Optional[str], ok: bool,
+                  result: Any, seconds: float, claim: Any = None, done: Optional[list[Any]] = None) -> Any:
+        """The response to one call that returned ``result`` (``ok``) or raised it, in a worker
+        or on the event loop (``_answer``); settles its dedup claim and counts it."""
+        try:
+            if not ok:
+                raise result
             if event is None:
-                response = http_response(result)
+                response = http_response(result, self._iterate)
                 outcome = "reply" if self.metrics is None else _outcome_of_response(response)
             elif is_werkzeug_response(result):
                 response, outcome = result, _outcome_of_response(result)
@@ -372,8 +687,112 @@ class FunctionApp:
             _settle(claim, response, done)
         if self.metrics is not None:  # --- eventing hook: invocations by outcome and type, duration
             self.metrics.invocation(outcome, event.attributes.get("type") if event is not None else None,
-                                    None if outcome == "rejected" else time.perf_counter() - started)
+                                    None if outcome == "rejected" else seconds)
         return response
+
+    def _defer(self, environ: dict[str, Any], body: bytes, request: Any, fields: dict[str, Any],
+               started: float) -> None:
+        """Decode and bind here, then raise Deferred: the handler runs on the event loop.
+
+        Returns (and ``_handle`` answers) when decoding or binding refuses the request.
+        """
+        fields["trace_id"] = logs.trace_id(environ.get("HTTP_TRACEPARENT"))  # set before decoding: 400s too
+        mode: Optional[str] = None
+        events: list[Event] = []
+        try:
+            if not self.binder.needs_event:
+                invocations = [Invocation(environ, body, None, request)]
+            else:
+                mode, events = codec.decode_request(environ, body)
+                if mode != BATCH:
+                    attrs = events[0].attributes
+                    fields.update(ce_id=attrs.get("id"), ce_type=attrs.get("type"), ce_source=attrs.get("source"))
+                    if fields["trace_id"] is None:
+                        fields["trace_id"] = logs.trace_id(attrs.get("traceparent"))
+                invocations = [Invocation(environ, body, event, request) for event in events]
+            calls = []
+            for inv in invocations:
+                args, kwargs = self.binder.arguments(inv)
+                calls.append((inv, tuple(args), kwargs))
+        except Exception:  # noqa: BLE001 - _handle decodes and binds again, and answers the 400/415/500
+            return
+        claims = None
+        if self.dedup is not None and mode is not None:  # --- eventing hook: redelivery dedup (_dedup.py)
+            claims = self.dedup.claim_all([event.attributes for event in events])
+            if mode != BATCH and claims[0][1] is not None:
+                return  # a duplicate: _handle finds it again and answers it, no loop needed
+            # Only the events claimed here run; the duplicates of a batch are answered by _answer.
+            calls = [call for call, (_, found) in zip(calls, claims) if found is None]
+        work = AsyncInvocation(self, environ, fields, started, mode, events, calls)
+        work.claims = claims
+        raise Deferred(work)
+
+    def _answer(self, work: AsyncInvocation) -> Any:
+        """The response to a deferred invocation, from its outcome: what ``_handle`` would answer.
+
+        Each call's own outcome (``await_calls``) is concluded as a worker concludes it, so a
+        batch's events succeed or fail each on its own. A timeout (or a cancel) fails the call
+        it interrupted and those not begun; the ones that finished before it keep their outcome.
+        """
+        claims = work.claims or [(None, None)] * max(1, len(work.events))
+        results = list(work.results)
+        outcome = work.outcome
+        if outcome is None or not outcome[0]:
+            error = outcome[1] if outcome is not None else None
+            if error is None:
+                import asyncio
+
+                error = asyncio.CancelledError()
+            expected = sum(1 for _, found in claims if found is None)
+            results += [(False, error, time.perf_counter() - work.started)] * (expected - len(results))
+        remaining = iter(results)
+        environ = work.environ
+        if work.mode is None:
+            ok, value, seconds = next(remaining)
+            return self._conclude(environ, None, None, ok, value, seconds)
+        if work.mode != BATCH:
+            ok, value, seconds = next(remaining)
+            return self._conclude(environ, work.events[0], self.reply_mode or work.mode, ok, value, seconds,
+                                  claims[0][0])
+        done: list[Any] = []
+        responses = []
+        for event, (claim, found) in zip(work.events, claims):
+            if found is not None:
+                responses.append(self._duplicate(found, event))
+                continue
+            ok, value, seconds = next(remaining)
+            responses.append(self._conclude(environ, event, STRUCTURED, ok, value, seconds, claim, done))
+        if self.dedup is not None:
+            self.dedup.finish_all(done)
+        if self.metrics is not None:
+            self.metrics.batch_events.observe(len(work.events))
+        return self._batch_response(work.events, responses)
+
+    async def await_calls(self, calls: list[tuple[Invocation, tuple[Any, ...], dict[str, Any]]],
+                          outcomes: list[tuple[bool, Any, float]]) -> list[tuple[bool, Any, float]]:
+        """Each call in order, on the event loop: one for a request, one per event of a batch.
+
+        Each call's outcome goes into ``outcomes`` as it ends, ``(ok, result or exception,
+        seconds)``: an event of a batch that fails does not stop the others (docs/delivery.md,
+        "Batches"). A cancel (PYFUNC_TIMEOUT, a client hanging up) still ends the rest.
+        """
+        for inv, args, kwargs in calls:
+            started = time.perf_counter()
+            try:
+                outcomes.append((True, await self._acall(inv, args, kwargs), time.perf_counter() - started))
+            except Exception as exc:  # noqa: BLE001 - concluded by _answer, like a worker's
+                outcomes.append((False, exc, time.perf_counter() - started))
+        return outcomes
+
+    async def _acall(self, inv: Invocation, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        result = self.function(*args, **kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    def _failed(self, exc: BaseException) -> Any:
+        """The answer to an invocation that raised ``exc`` (or to a request refused before it)."""
+        return self._failure(exc)[1]
 
     def _failure(self, exc: BaseException) -> tuple[str, Any]:
         """The outcome (docs/delivery.md) and response of an invocation that raised."""
@@ -446,13 +865,7 @@ class FunctionApp:
         return Response(found.status, list(found.headers), found.body)
 
     def _handle_batch(self, environ: dict[str, Any], body: bytes, request: Any, events: list[Event]) -> Any:
-        """binding §3.3: one call per event, in order, each on its own (docs/delivery.md, "Batches").
-
-        All succeeded: 200 with the batch of replies. Any failed: no replies, a problem body
-        listing each event's status, and the status of the first retriable failure (5xx, 409,
-        429…: Knative redelivers the whole batch; with dedup only the events not done run
-        again), else 422 (only drops: dead-lettered).
-        """
+        """binding §3.3: one call per event, in order, each on its own (docs/delivery.md, "Batches")."""
         if self.metrics is not None:  # eventing hook
             self.metrics.batch_events.observe(len(events))
         # Each reply encoded structured on its own (what dedup stores); the batch is their JSON array.
@@ -464,15 +877,23 @@ class FunctionApp:
             results = [self._one(environ, body, request, event, STRUCTURED, claimed, done)
                        for event, claimed in zip(events, claims)]
             self.dedup.finish_all(done)
+        return self._batch_response(events, results)
+
+    def _batch_response(self, events: list[Event], results: list[Any]) -> Any:
+        """All succeeded: 200 with the batch of replies. Any failed: no replies, a problem body
+        listing each event's status, and the status of the first retriable failure (5xx, 409,
+        429…: Knative redelivers the whole batch; with dedup only the events not done run
+        again), else 422 (only drops: dead-lettered)."""
         if all(isinstance(r, Response) and r.status < 300 for r in results):
             try:
                 bodies = [_structured_body(r) for r in results if r.status != 202 and r.body]
                 if (self.reply_mode or BATCH) == BATCH:
-                    return Response(200, [("Content-Type", codec.BATCH_CONTENT_TYPE)], b"[" + b",".join(bodies) + b"]")
+                    headers = [("Content-Type", codec.BATCH_CONTENT_TYPE)]
+                    return Response(200, headers, b"[" + b",".join(bodies) + b"]")
                 replies = [(e.attributes, e.data) for e in map(codec.decode_structured, bodies)]
                 return self._encode(self.reply_mode or BATCH, replies)
             except (InvalidReply, RequestError) as exc:
-                return self._failure(exc)[1]
+                return self._failed(exc)
         return _batch_failure(events, results)
 
     def _complete(self, attributes: dict[str, Any], event: Event, environ: dict[str, Any]) -> dict[str, Any]:
@@ -517,11 +938,11 @@ class FunctionApp:
         return result
 
     def _run_async(self, awaitable: Any, timeout: Optional[float]) -> Any:
-        if self._async is None:
-            with self._async_lock:
-                if self._async is None:
-                    self._async = AsyncRunner()
-        return self._async.run(awaitable, timeout)
+        return self.async_runner().run(awaitable, timeout)
+
+    def _iterate(self, iterator: Any) -> Iterable[Any]:
+        """An async iterator a handler returned, as a streamed body (see AsyncRunner.iterate)."""
+        return self.async_runner().iterate(iterator)
 
 
 # ---------------------------------------------------------------------- helpers

@@ -28,6 +28,9 @@ def handler(event):
         return None
     return {"type": "reply", "source": "/t"}, {"echo": event["id"]}
 """
+# The same handler as async def: it runs on the event loop with no worker waiting (deferred),
+# a path of its own through the app.
+ASYNC_HANDLER = HANDLER.replace("def handler(event):", "async def handler(event):")
 BATCH = "application/cloudevents-batch+json"
 
 
@@ -40,12 +43,14 @@ def post(url, events):
     return requests.post(url, json=events, headers={"Content-Type": BATCH}, timeout=20)
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory-sync", "redis-sync", "memory-async", "redis-async"])
 def server(request, tmp_path):
+    store, kind = request.param.split("-")
     env = {"CALLS": str(tmp_path / "calls"), "PYFUNC_DEDUPE": "memory"}
-    if request.param == "redis":
+    if store == "redis":
         env["PYFUNC_DEDUPE"] = request.getfixturevalue("redis_server").url
-    running = start_server(write_function(tmp_path / "fn", HANDLER), env)
+    source = HANDLER if kind == "sync" else ASYNC_HANDLER
+    running = start_server(write_function(tmp_path / "fn", source), env)
     yield running
     running.stop(signal.SIGKILL)
 
@@ -85,8 +90,9 @@ def test_only_drops_make_the_batch_422(server, tmp_path):
     assert (tmp_path / "calls").read_text().split() == ["e1", "e2", "e2"]
 
 
-def test_without_dedup_every_event_still_runs_on_its_own(serve, tmp_path):
-    running = serve(HANDLER, env={"CALLS": str(tmp_path / "calls")})
+@pytest.mark.parametrize("source", [HANDLER, ASYNC_HANDLER], ids=["sync", "async"])
+def test_without_dedup_every_event_still_runs_on_its_own(serve, tmp_path, source):
+    running = serve(source, env={"CALLS": str(tmp_path / "calls")})
     response = post(running.url, batch({}, {"fail": True}, {}))
     assert response.status_code == 500
     assert [e["status"] for e in response.json()["events"]] == [200, 500, 200]

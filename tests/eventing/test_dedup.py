@@ -45,6 +45,12 @@ def handler(event):
 """
 
 
+# As async def (deferred: the event loop runs it, no worker waits), sleeping without blocking.
+ASYNC_HANDLER = (HANDLER.replace("def handler(event):", "async def handler(event):")
+                 .replace("time.sleep(data[\"sleep\"])", "await asyncio.sleep(data[\"sleep\"])")
+                 .replace("import os, time", "import asyncio, os, time"))
+
+
 def calls(path: Path, event_id: str | None = None) -> list[str]:
     if not path.exists():
         return []
@@ -57,9 +63,10 @@ def calls_file(tmp_path):
     return tmp_path / "calls"
 
 
-@pytest.fixture
-def memory_server(serve, calls_file):
-    return serve(HANDLER, env={"PYFUNC_DEDUPE": "memory", "CALLS": str(calls_file)})
+@pytest.fixture(params=["sync", "async"])
+def memory_server(request, serve, calls_file):
+    source = HANDLER if request.param == "sync" else ASYNC_HANDLER
+    return serve(source, env={"PYFUNC_DEDUPE": "memory", "CALLS": str(calls_file)})
 
 
 def test_a_duplicate_gets_the_same_reply_without_running(memory_server, calls_file):
@@ -140,15 +147,16 @@ def test_memory_store_is_bounded_by_size_budget_and_ttl():
 # ----------------------------------------------------------------------------- Redis
 
 
-def start_pair(tmp_path: Path, redis_url: str, calls_file: Path, **env: str):
-    directory = write_function(tmp_path / "fn", HANDLER)
+def start_pair(tmp_path: Path, redis_url: str, calls_file: Path, source: str = HANDLER, **env: str):
+    directory = write_function(tmp_path / "fn", source)
     common = {"PYFUNC_DEDUPE": redis_url, "CALLS": str(calls_file), "PYFUNC_DEDUPE_NAMESPACE": "shared", **env}
     return start_server(directory, common), start_server(directory, common)
 
 
-@pytest.fixture
-def pair(tmp_path, redis_server, calls_file):
-    servers = start_pair(tmp_path, redis_server.url, calls_file, PYFUNC_SHUTDOWN_TIMEOUT="1")
+@pytest.fixture(params=["sync", "async"])
+def pair(request, tmp_path, redis_server, calls_file):
+    source = HANDLER if request.param == "sync" else ASYNC_HANDLER
+    servers = start_pair(tmp_path, redis_server.url, calls_file, source, PYFUNC_SHUTDOWN_TIMEOUT="1")
     yield servers
     for server in servers:
         server.stop(signal.SIGKILL)

@@ -131,3 +131,47 @@ def test_a_real_prometheus_sees_the_invocations(serve, prometheus):
     assert value == 7
     up = requests.get(prom.url + "/api/v1/query", params={"query": "up"}, timeout=5).json()
     assert up["data"]["result"][0]["value"][1] == "1"
+
+
+ASYNC_HANDLER = """
+import asyncio
+import pyfunc
+
+async def handler(event):
+    data = event.data or {}
+    if "sleep" in data:
+        await asyncio.sleep(data["sleep"])
+    if "retry" in data:
+        raise pyfunc.Retry("r")
+    if "drop" in data:
+        raise pyfunc.Drop("d")
+    return {"type": "reply", "source": "/t"}, data
+"""
+
+
+def test_async_handlers_are_counted_and_held_in_flight(serve):
+    import threading
+
+    server = serve(ASYNC_HANDLER, env={"PYFUNC_METRICS": "true", "PYFUNC_TIMEOUT": "1"})
+    thread = threading.Thread(target=send, args=(server.url, make_event({"sleep": 0.8}, type="a.slow")))
+    thread.start()
+    time.sleep(0.4)  # the invocation waits on the event loop, no worker holds it: still in flight
+    assert sample(requests.get(server.url + "/metrics", timeout=10).text, "pyfunc_in_flight_requests") == 1
+    thread.join()
+    batch = [{"specversion": "1.0", "id": str(i), "source": "/b", "type": "a.batch", "data": data}
+             for i, data in enumerate([{}, {"retry": 1}, {"drop": 1}, {"sleep": 2}])]
+    response = requests.post(server.url, json=batch,
+                             headers={"Content-Type": "application/cloudevents-batch+json"}, timeout=10)
+    # The time ran out on the last event; the ones before it keep their outcomes, and the batch
+    # gets the first retriable failure's status (the Retry's).
+    assert response.status_code == 503
+    assert [e["status"] for e in response.json()["events"]] == [200, 503, 422, 504]
+    send(server.url, make_event({"retry": 1}, type="a.retry"))
+    text = requests.get(server.url + "/metrics", timeout=10).text
+    assert sample(text, "pyfunc_in_flight_requests") == 0
+    assert sample(text, "pyfunc_invocations_total", outcome="reply", type="a.slow") == 1
+    assert sample(text, "pyfunc_invocations_total", outcome="retry", type="a.retry") == 1
+    assert sample(text, "pyfunc_invocations_total", outcome="reply", type="a.batch") == 1
+    assert sample(text, "pyfunc_invocations_total", outcome="retry", type="a.batch") == 1
+    assert sample(text, "pyfunc_invocations_total", outcome="drop", type="a.batch") == 1
+    assert sample(text, "pyfunc_invocations_total", outcome="timeout", type="a.batch") == 1
