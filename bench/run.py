@@ -37,6 +37,7 @@ from provenance import stamp  # noqa: E402 - commit/dirty/date of every results 
 
 SERVERS_DIR = BENCH / "servers"
 LUA = BENCH / "wrk" / "request.lua"
+LUA_UNIQUE = BENCH / "wrk" / "request-unique.lua"
 CACHE = Path(os.environ.get("PYFUNC_CACHE", Path.home() / ".cache" / "pyfunc")) / "bench"
 VENVS = CACHE / "venvs"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -94,9 +95,29 @@ SERVERS = {
 PYFUNC_EXTRA_ENV: dict = {}  # --pyfunc-env, for A/B runs of pyfunc settings
 ORDER = ["raw", "pyfunc", "funcpy", "ff", "flask", "pyfunc010"]
 
+# --group eventing: the CE echo under pyfunc's delivery features (docs/delivery.md), side by side
+# with plain pyfunc. They share pyfunc's venv (installed with the redis and metrics extras) and
+# differ only in their environment; "{redis}" is the bench's own redis-server (started on the
+# load core for the group, stopped after).
+EVENTING = {
+    "pyfunc-dedup-memory": {"PYFUNC_DEDUPE": "memory"},
+    "pyfunc-dedup-redis": {"PYFUNC_DEDUPE": "{redis}"},
+    "pyfunc-metrics": {"PYFUNC_METRICS": "true"},
+    "pyfunc-all": {"PYFUNC_DEDUPE": "memory", "PYFUNC_METRICS": "true"},
+}
+for _name, _env in EVENTING.items():
+    SERVERS[_name] = {"label": _name.replace("pyfunc-", "pyfunc + ").replace("-", " "), "reqs": ["@repo"],
+                      "venv": "pyfunc", "env": _env, "replies": True, "batch": True}
+EVENTING_SERVERS = ["pyfunc", *EVENTING]
+# Each request a new event (a fresh id, request-unique.lua), so dedup does its whole work (claim,
+# run, store); the plain binary-100B-c8 sends one id again and again: with dedup on, that is the
+# replay path of a duplicate.
+EVENTING_SCENARIOS = ["binary-100B-c8-new", "binary-100B-c64-new", "batch-100B-c8-new", "binary-100B-c8"]
+REDIS_URL = ""
+
 
 def venv_python(name: str) -> Path:
-    return VENVS / name / "bin" / "python"
+    return VENVS / SERVERS.get(name, {}).get("venv", name) / "bin" / "python"
 
 
 def server_command(name: str, mode: str, port: int) -> tuple[list[str], dict, Path]:
@@ -109,9 +130,10 @@ def server_command(name: str, mode: str, port: int) -> tuple[list[str], dict, Pa
     if name == "flask":
         env.update(BENCH_MODE=mode, BENCH_THREADS=str(THREADS))
         return [py, str(SERVERS_DIR / "flask_sdk" / "app.py")], env, SERVERS_DIR / "flask_sdk"
-    if name == "pyfunc":
+    if name == "pyfunc" or name in EVENTING:
         env.update(PYFUNC_THREADS=str(THREADS))
         env.update(PYFUNC_EXTRA_ENV)
+        env.update({k: v.replace("{redis}", REDIS_URL) for k, v in EVENTING.get(name, {}).items()})
         d = SERVERS_DIR / "pyfunc" / mode
         return [py, "-m", "pyfunc", str(d)], env, d
     if name == "pyfunc010":
@@ -177,12 +199,17 @@ def build_request(kind: str, size: str) -> tuple[str, dict, bytes]:
     raise KeyError(kind)
 
 
-def scenarios(quick: bool) -> list[dict]:
+def scenarios(quick: bool, group: str = "") -> list[dict]:
     def sc(kind, size, conc):
         return {"id": f"{kind}-{size}-c{conc}" if size else f"{kind}-c{conc}",
                 "kind": kind, "size": size, "conc": conc,
                 "mode": "hello" if kind == "hello" else "ce"}
 
+    new = [dict(sc(k, z, c), id=f"{k}-{z}-c{c}-new", unique=True)
+           for k, z, c in (("binary", "100B", 8), ("binary", "100B", 64), ("batch", "100B", 8))]
+    if group == "eventing":
+        every = {x["id"]: x for x in new + [sc("binary", "100B", 8)]}
+        return [every[name] for name in EVENTING_SCENARIOS]
     if quick:
         return [sc("hello", None, 8), sc("binary", "100B", 8), sc("binary", "10KB", 8),
                 sc("structured", "100B", 8), sc("batch", "100B", 8)]
@@ -454,9 +481,10 @@ def write_request_file(tmp: Path, scn: dict) -> Path:
     return p
 
 
-def run_wrk(port: int, reqfile: Path, conc: int, seconds: float, core: str) -> dict:
+def run_wrk(port: int, reqfile: Path, conc: int, seconds: float, core: str, unique: bool = False) -> dict:
+    script = LUA_UNIQUE if unique else LUA
     cmd = ["taskset", "-c", core, "wrk", "-t1", f"-c{conc}", f"-d{max(1, round(seconds))}s",
-           "--timeout", "10s", "-s", str(LUA), f"http://127.0.0.1:{port}/", "--", str(reqfile)]
+           "--timeout", "10s", "-s", str(script), f"http://127.0.0.1:{port}/", "--", str(reqfile)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
     for line in out.stdout.splitlines():
         if line.startswith("BENCHJSON "):
@@ -468,7 +496,7 @@ def measure_once(server: Server, reqfile: Path, scn: dict, args) -> dict:
     pids = server.pids()
     wait_quiet(args, pids, f"{server.name}/{scn['id']}")
     if args.warmup > 0:
-        run_wrk(server.port, reqfile, scn["conc"], args.warmup, args.load_core)
+        run_wrk(server.port, reqfile, scn["conc"], args.warmup, args.load_core, scn.get("unique", False))
     peak = [rss_kb(pids)]
     stop = threading.Event()
 
@@ -484,7 +512,7 @@ def measure_once(server: Server, reqfile: Path, scn: dict, args) -> dict:
     rs0 = resource.getrusage(resource.RUSAGE_SELF)
     c0 = cpu_ticks(pids)
     th.start()
-    w = run_wrk(server.port, reqfile, scn["conc"], args.duration, args.load_core)
+    w = run_wrk(server.port, reqfile, scn["conc"], args.duration, args.load_core, scn.get("unique", False))
     stop.set()
     th.join()
     c1 = cpu_ticks(pids)
@@ -558,6 +586,18 @@ def pip(py: Path, *args: str) -> None:
 
 
 def ensure_venv(name: str) -> dict:
+    if "venv" in SERVERS[name]:  # an --group eventing variant: pyfunc's venv, another environment
+        name = SERVERS[name]["venv"]
+    if name in _ENSURED:
+        return _ENSURED[name]
+    _ENSURED[name] = _ensure_venv(name)
+    return _ENSURED[name]
+
+
+_ENSURED: dict = {}
+
+
+def _ensure_venv(name: str) -> dict:
     reqs = SERVERS[name]["reqs"]
     d = VENVS / name
     key_src = [sys.version, reqs]
@@ -569,8 +609,8 @@ def ensure_venv(name: str) -> dict:
         log(f"creating venv {d}")
         shutil.rmtree(d, ignore_errors=True)
         subprocess.run([sys.executable, "-m", "venv", str(d)], check=True)
-        if "@repo" in reqs:
-            pip(venv_python(name), str(repo_snapshot()))
+        if "@repo" in reqs:  # with the extras the --group eventing variants import
+            pip(venv_python(name), f"{repo_snapshot()}[redis,metrics]")
         else:
             pip(venv_python(name), *reqs)
         stamp.write_text(key)
@@ -582,6 +622,31 @@ def ensure_venv(name: str) -> dict:
     r = subprocess.run([str(venv_python(name)), "-m", "pip", "freeze", "--all"],
                        capture_output=True, text=True)
     return {"python": str(venv_python(name)), "freeze": r.stdout.split()}
+
+
+def start_bench_redis(args) -> subprocess.Popen:
+    """A redis-server for pyfunc-dedup-redis on the load core (Debian's; apt-get when missing)."""
+    global REDIS_URL
+    if not shutil.which("redis-server"):
+        if os.geteuid() != 0:
+            sys.exit("redis-server is missing: apt-get install redis-server (needs root)")
+        subprocess.run(["apt-get", "update", "-qq"], check=False)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "redis-server"], check=True,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    port = free_port()
+    proc = subprocess.Popen(["taskset", "-c", args.load_core, "redis-server", "--port", str(port), "--bind",
+                             "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tempfile.mkdtemp()],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    REDIS_URL = f"redis://127.0.0.1:{port}/0"
+    log(f"redis-server for the dedup variants on {REDIS_URL}")
+    return proc
 
 
 def ensure_wrk() -> str:
@@ -946,6 +1011,9 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, help="warm-up seconds per cell")
     ap.add_argument("--cold-reps", type=int)
     ap.add_argument("--servers", help="comma list, default: " + ",".join(ORDER))
+    ap.add_argument("--group", choices=["eventing"],
+                    help="eventing: plain pyfunc against dedup memory/redis and metrics on, CE echo "
+                         "with a new event per request (and one duplicate scenario); writes NAME=eventing")
     ap.add_argument("--scenarios", help="comma list of scenario ids (default: all)")
     ap.add_argument("--load-core", default="0")
     ap.add_argument("--server-core", default="1")
@@ -977,7 +1045,7 @@ def main() -> int:
 
         os.sched_setaffinity(0, {int(args.load_core)})
         return io_bench.main(args)
-    args.name = args.name or ("quick" if args.quick else "latest")
+    args.name = args.name or (args.group or ("quick" if args.quick else "latest"))
     if args.render_only:
         out = Path(args.out)
         res = json.loads((out / f"{args.name}.json").read_text())
@@ -988,10 +1056,10 @@ def main() -> int:
     args.duration = args.duration or (2 if args.quick else 4)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 1)
     args.cold_reps = args.cold_reps or (2 if args.quick else 10)
-    servers = args.servers.split(",") if args.servers else ORDER[:]
+    servers = args.servers.split(",") if args.servers else (EVENTING_SERVERS[:] if args.group else ORDER[:])
     if "raw" not in servers:
         servers.insert(0, "raw")  # every ratio needs the limit
-    scns = scenarios(args.quick)
+    scns = scenarios(args.quick, args.group or "")
     if args.scenarios:
         want = set(args.scenarios.split(","))
         scns = [s for s in scns if s["id"] in want]
@@ -1003,6 +1071,7 @@ def main() -> int:
     os.sched_setaffinity(0, {int(args.load_core)})
     started = time.time()
     wrk_version = ensure_wrk()
+    redis_proc = start_bench_redis(args) if any("{redis}" in str(SERVERS[s].get("env")) for s in servers) else None
     CACHE.mkdir(parents=True, exist_ok=True)
     logdir = CACHE / "logs" / time.strftime("%Y%m%d-%H%M%S")
     logdir.mkdir(parents=True, exist_ok=True)
@@ -1130,6 +1199,9 @@ def main() -> int:
     (out / f"{args.name}.json").write_text(json.dumps(results, indent=1) + "\n")
     (out / f"{args.name}.md").write_text(render_md(results))
     shutil.rmtree(tmp, ignore_errors=True)
+    if redis_proc is not None:
+        redis_proc.terminate()
+        redis_proc.wait(10)
     log(f"wrote {out / (args.name + '.md')} and .json in {time.time() - started:.0f} s "
         f"(server logs: {logdir})")
     return 0

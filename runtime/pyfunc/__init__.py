@@ -7,10 +7,13 @@ Every other module is private (``pyfunc._*``): its names may change in any relea
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for type checkers only: at run time they are lazy (below)
+    from ._outcomes import Drop, Retry
 
 __version__ = "0.2.0"
-__all__ = ["__version__", "find_func", "HandlerLoadError"]
+__all__ = ["__version__", "find_func", "HandlerLoadError", "Retry", "Drop"]
 
 
 def __getattr__(name: str) -> Any:
@@ -23,4 +26,9 @@ def __getattr__(name: str) -> Any:
         from ._errors import HandlerLoadError
 
         return HandlerLoadError
+    if name in ("Retry", "Drop"):
+        # Outcomes a handler raises (docs/delivery.md); _outcomes imports nothing else.
+        from . import _outcomes
+
+        return getattr(_outcomes, name)
     raise AttributeError(f"module 'pyfunc' has no attribute {name!r}")

@@ -24,6 +24,7 @@ from ._codec import BATCH, STRUCTURED, Event
 from ._config import Config
 from ._discovery import LoadedFunction
 from ._errors import InvalidReply, RequestError
+from ._outcomes import RETRIED_4XX, Drop, Outcome, Retry, outcome_of_status
 from ._responses import AsyncChunks, Response, http_response, is_werkzeug_response, problem, reply_event
 from ._waitress import Deferred, StreamSink
 
@@ -32,6 +33,7 @@ logger = logging.getLogger("pyfunc")
 LIVENESS_PATHS = ("/health/liveness", "/health/live")
 READINESS_PATHS = ("/health/readiness", "/health/ready")
 ALLOW = "GET, HEAD, POST, OPTIONS"
+METRICS_PATH = "/metrics"  # pyfunc's only with PYFUNC_METRICS=true; the function's otherwise
 NO_REPLY = Response(202, [], b"")
 # The environ key of a deferred invocation the worker resumes (see AsyncInvocation).
 RESUMED = "pyfunc.resumed"
@@ -206,7 +208,7 @@ class AsyncInvocation:
     """
 
     __slots__ = ("app", "environ", "fields", "started", "mode", "events", "calls", "context",
-                 "slots", "outcome", "task", "timer", "timed_out", "cancelled", "wake")
+                 "slots", "outcome", "task", "timer", "timed_out", "cancelled", "wake", "claims", "gauge", "results")
 
     def __init__(self, app: FunctionApp, environ: dict[str, Any], fields: dict[str, Any], started: float,
                  mode: Optional[str], events: list[Event], calls: list[tuple[Invocation, tuple[Any, ...],
@@ -226,6 +228,13 @@ class AsyncInvocation:
         self.timed_out = False
         self.cancelled = False
         self.wake: Optional[Callable[[], None]] = None
+        # --- eventing (docs/delivery.md): the dedup claims of its events (one per event, None
+        # when dedup is off) and the in-flight gauge it holds until answered (None: metrics off).
+        self.claims: Optional[list[tuple[Any, Any]]] = None
+        self.gauge: Any = None
+        # Each call's (ok, result or exception, seconds) as it ends: after a timeout, the events
+        # of a batch that finished before it keep their own outcome.
+        self.results: list[tuple[bool, Any, float]] = []
 
     # On the worker that deferred it, after the channel parked the request.
     def start(self, wake: Callable[[], None]) -> None:
@@ -239,7 +248,7 @@ class AsyncInvocation:
             self._finish((False, None))
             return
         loop = self.app.async_runner().loop
-        self.task = self.context.run(loop.create_task, self.app.await_calls(self.calls))
+        self.task = self.context.run(loop.create_task, self.app.await_calls(self.calls, self.results))
         self.calls = []  # the task holds them now, and lets go of them when it ends
         if self.app.timeout:
             self.timer = loop.call_later(self.app.timeout, self._time_out)
@@ -289,11 +298,17 @@ class AsyncInvocation:
         slots, self.slots = self.slots, None
         if slots is not None:
             slots.release()
+        gauge, self.gauge = self.gauge, None
+        if gauge is not None:
+            gauge.dec()
 
     def abandon(self) -> None:
         if self.slots is None and RESUMED not in self.environ:
             return  # answered already
         self.release()
+        for claim, _ in self.claims or ():  # eventing hook: no answer went out, so not done
+            if claim is not None:
+                claim.release()
         logger.info("the client closed the connection before the answer; the invocation was %s",
                     "cancelled" if self.cancelled else "finished")
         if self.app.access_log:
@@ -402,6 +417,24 @@ class FunctionApp:
         # an async handler then holds no worker while it awaits. A handler in a Flask request
         # context keeps its worker: the context is the worker thread's.
         self.defers = False
+        # --- eventing (docs/delivery.md): metrics (_metrics.py) and redelivery dedup (_dedup.py).
+        # Both None when off, and their modules (and prometheus_client, redis) never imported.
+        self.metrics: Any = None
+        self.dedup: Any = None
+        if config.metrics:
+            from ._metrics import Metrics
+
+            self.metrics = Metrics()
+        if config.dedupe != "off":
+            from . import _dedup
+
+            on_error = self.metrics.dedup_errors.inc if self.metrics is not None else None
+            self.dedup = _dedup.from_config(config, loaded.qualname, on_error)
+
+    def on_ready(self) -> None:
+        """The server listens (called by ``serve``): the startup time metric."""
+        if self.metrics is not None:
+            self.metrics.ready()
 
     def enable_deferral(self) -> bool:
         """Answer ``async def`` invocations without a worker waiting; returns whether they will be."""
@@ -451,6 +484,12 @@ class FunctionApp:
                     if self.access_log:
                         logs.access(method, path, 200, time.perf_counter() - started, fields, logging.DEBUG)
                     return result
+            elif self.metrics is not None and path == METRICS_PATH and method in ("GET", "HEAD"):
+                # --- eventing hook (_metrics.py): a scrape is logged at DEBUG, like a passing probe.
+                result = self._send(self.metrics.response(), environ, start_response)
+                if self.access_log:
+                    logs.access(method, path, 200, time.perf_counter() - started, fields, logging.DEBUG)
+                return result
             # Every other path is the function's: Knative routes all of them to the container, and
             # a Trigger's subscriber URI may carry one. HTTP functions read it from req.path.
             elif method in ("POST", "GET", "HEAD"):
@@ -538,8 +577,13 @@ class FunctionApp:
     def invoke(self, environ: dict[str, Any], fields: dict[str, Any], started: float = 0.0) -> Any:
         slots = self._slots
         if slots is not None and not slots.acquire(blocking=False):
+            if self.metrics is not None:  # eventing hook: counted, though nothing was invoked
+                self.metrics.invocation("rejected", None, None)
             return problem(429, "too-many-requests",
                            f"more than {self.config.max_concurrency} invocations in progress")
+        gauge = self.metrics.in_flight if self.metrics is not None else None  # eventing hook
+        if gauge is not None:
+            gauge.inc()
         try:
             if self.binder.needs_flask_context:
                 return self._invoke_in_flask(environ, fields)
@@ -556,8 +600,11 @@ class FunctionApp:
         except Deferred as deferred:
             work: Any = deferred.work
             work.slots, slots = slots, None  # the slot is the invocation's until it is answered
+            work.gauge, gauge = gauge, None  # and so is its place in the in-flight gauge
             raise
         finally:
+            if gauge is not None:
+                gauge.dec()
             if slots is not None:
                 slots.release()
 
@@ -578,29 +625,70 @@ class FunctionApp:
 
     def _handle(self, environ: dict[str, Any], body: bytes, request: Any, fields: dict[str, Any]) -> Any:
         fields["trace_id"] = logs.trace_id(environ.get("HTTP_TRACEPARENT"))  # set before decoding: 400s too
+        if not self.binder.needs_event:
+            return self._one(environ, body, request, None, None)
         try:
-            if not self.binder.needs_event:
-                return http_response(self._call(Invocation(environ, body, None, request)), self._iterate)
             mode, events = codec.decode_request(environ, body)
-            if mode == BATCH:
-                return self._handle_batch(environ, body, request, events)
-            event = events[0]
-            attrs = event.attributes
-            fields.update(ce_id=attrs.get("id"), ce_type=attrs.get("type"), ce_source=attrs.get("source"))
-            if fields["trace_id"] is None:  # the transport's traceparent (the caller) wins, as for the span
-                fields["trace_id"] = logs.trace_id(attrs.get("traceparent"))
-            return self._event_reply(mode, event, self._call(Invocation(environ, body, event, request)), environ)
-        except BaseException as exc:  # noqa: B036 - a handler's SystemExit must not end the server
-            return self._failed(exc)
+        except RequestError as exc:
+            if self.metrics is not None:  # eventing hook: not a CloudEvent, nothing invoked
+                self.metrics.invocation("rejected", None, None)
+            return self._failure(exc)[1]
+        if mode == BATCH:
+            return self._handle_batch(environ, body, request, events)
+        event = events[0]
+        attrs = event.attributes
+        fields.update(ce_id=attrs.get("id"), ce_type=attrs.get("type"), ce_source=attrs.get("source"))
+        if fields["trace_id"] is None:  # the transport's traceparent (the caller) wins, as for the span
+            fields["trace_id"] = logs.trace_id(attrs.get("traceparent"))
+        return self._one(environ, body, request, event, self.reply_mode or mode)
 
-    def _event_reply(self, mode: str, event: Event, result: Any, environ: dict[str, Any]) -> Any:
-        if is_werkzeug_response(result):
-            return result
-        reply = reply_event(result)
-        if reply is None:
-            return NO_REPLY
-        attributes = self._complete(reply[0], event, environ)
-        return self._encode(self.reply_mode or mode, [(attributes, reply[1])])
+    def _one(self, environ: dict[str, Any], body: bytes, request: Any, event: Optional[Event],
+             mode: Optional[str], claimed: Any = None, done: Optional[list[Any]] = None) -> Any:
+        """One invocation (an HTTP request, or one event replied to in ``mode``) → its response; never raises.
+
+        With dedup on, a duplicate event is answered before the handler runs, and the event is
+        marked done only when the handler succeeded (docs/delivery.md). A batch passes the
+        claim it made for the event and a ``done`` list, to mark its events done together.
+        """
+        claim = None
+        if self.dedup is not None and event is not None:  # --- eventing hook: redelivery dedup (_dedup.py)
+            claim, found = claimed or self.dedup.claim(event.attributes)
+            if found is not None:
+                return self._duplicate(found, event)
+        started = time.perf_counter()
+        try:
+            ok, result = True, self._call(Invocation(environ, body, event, request))
+        except BaseException as exc:  # noqa: B036 - a handler's SystemExit must not end the server (_failure)
+            ok, result = False, exc
+        return self._conclude(environ, event, mode, ok, result, time.perf_counter() - started, claim, done)
+
+    def _conclude(self, environ: dict[str, Any], event: Optional[Event], mode: Optional[str], ok: bool,
+                  result: Any, seconds: float, claim: Any = None, done: Optional[list[Any]] = None) -> Any:
+        """The response to one call that returned ``result`` (``ok``) or raised it, in a worker
+        or on the event loop (``_answer``); settles its dedup claim and counts it."""
+        try:
+            if not ok:
+                raise result
+            if event is None:
+                response = http_response(result, self._iterate)
+                outcome = "reply" if self.metrics is None else _outcome_of_response(response)
+            elif is_werkzeug_response(result):
+                response, outcome = result, _outcome_of_response(result)
+            else:
+                reply = reply_event(result)
+                if reply is None:
+                    response, outcome = NO_REPLY, "no-reply"
+                else:
+                    response = self._encode(mode or STRUCTURED, [(self._complete(reply[0], event, environ), reply[1])])
+                    outcome = "reply"
+        except BaseException as exc:  # noqa: B036 - a handler's SystemExit must not end the server (_failure)
+            outcome, response = self._failure(exc)
+        if claim is not None:
+            _settle(claim, response, done)
+        if self.metrics is not None:  # --- eventing hook: invocations by outcome and type, duration
+            self.metrics.invocation(outcome, event.attributes.get("type") if event is not None else None,
+                                    None if outcome == "rejected" else seconds)
+        return response
 
     def _defer(self, environ: dict[str, Any], body: bytes, request: Any, fields: dict[str, Any],
                started: float) -> None:
@@ -628,37 +716,73 @@ class FunctionApp:
                 calls.append((inv, tuple(args), kwargs))
         except Exception:  # noqa: BLE001 - _handle decodes and binds again, and answers the 400/415/500
             return
-        raise Deferred(AsyncInvocation(self, environ, fields, started, mode, events, calls))
+        claims = None
+        if self.dedup is not None and mode is not None:  # --- eventing hook: redelivery dedup (_dedup.py)
+            claims = self.dedup.claim_all([event.attributes for event in events])
+            if mode != BATCH and claims[0][1] is not None:
+                return  # a duplicate: _handle finds it again and answers it, no loop needed
+            # Only the events claimed here run; the duplicates of a batch are answered by _answer.
+            calls = [call for call, (_, found) in zip(calls, claims) if found is None]
+        work = AsyncInvocation(self, environ, fields, started, mode, events, calls)
+        work.claims = claims
+        raise Deferred(work)
 
     def _answer(self, work: AsyncInvocation) -> Any:
-        """The response to a deferred invocation, from its outcome: what ``_handle`` would answer."""
-        try:
-            outcome = work.outcome
-            if outcome is None or not outcome[0]:
-                error = outcome[1] if outcome is not None else None
-                if error is None:
-                    import asyncio
+        """The response to a deferred invocation, from its outcome: what ``_handle`` would answer.
 
-                    error = asyncio.CancelledError()
-                raise error
-            results = outcome[1]
-            environ = work.environ
-            if work.mode is None:
-                return http_response(results[0], self.async_runner().iterate)
-            if work.mode != BATCH:
-                return self._event_reply(work.mode, work.events[0], results[0], environ)
-            replies = []
-            for event, result in zip(work.events, results):
-                reply = reply_event(result)
-                if reply is not None:
-                    replies.append((self._complete(reply[0], event, environ), reply[1]))
-            return self._encode(self.reply_mode or BATCH, replies)
-        except BaseException as exc:  # noqa: B036 - as in _handle
-            return self._failed(exc)
+        Each call's own outcome (``await_calls``) is concluded as a worker concludes it, so a
+        batch's events succeed or fail each on its own. A timeout (or a cancel) fails the call
+        it interrupted and those not begun; the ones that finished before it keep their outcome.
+        """
+        claims = work.claims or [(None, None)] * max(1, len(work.events))
+        results = list(work.results)
+        outcome = work.outcome
+        if outcome is None or not outcome[0]:
+            error = outcome[1] if outcome is not None else None
+            if error is None:
+                import asyncio
 
-    async def await_calls(self, calls: list[tuple[Invocation, tuple[Any, ...], dict[str, Any]]]) -> list[Any]:
-        """Each call in order, on the event loop: one for a request, one per event of a batch."""
-        return [await self._acall(inv, args, kwargs) for inv, args, kwargs in calls]
+                error = asyncio.CancelledError()
+            expected = sum(1 for _, found in claims if found is None)
+            results += [(False, error, time.perf_counter() - work.started)] * (expected - len(results))
+        remaining = iter(results)
+        environ = work.environ
+        if work.mode is None:
+            ok, value, seconds = next(remaining)
+            return self._conclude(environ, None, None, ok, value, seconds)
+        if work.mode != BATCH:
+            ok, value, seconds = next(remaining)
+            return self._conclude(environ, work.events[0], self.reply_mode or work.mode, ok, value, seconds,
+                                  claims[0][0])
+        done: list[Any] = []
+        responses = []
+        for event, (claim, found) in zip(work.events, claims):
+            if found is not None:
+                responses.append(self._duplicate(found, event))
+                continue
+            ok, value, seconds = next(remaining)
+            responses.append(self._conclude(environ, event, STRUCTURED, ok, value, seconds, claim, done))
+        if self.dedup is not None:
+            self.dedup.finish_all(done)
+        if self.metrics is not None:
+            self.metrics.batch_events.observe(len(work.events))
+        return self._batch_response(work.events, responses)
+
+    async def await_calls(self, calls: list[tuple[Invocation, tuple[Any, ...], dict[str, Any]]],
+                          outcomes: list[tuple[bool, Any, float]]) -> list[tuple[bool, Any, float]]:
+        """Each call in order, on the event loop: one for a request, one per event of a batch.
+
+        Each call's outcome goes into ``outcomes`` as it ends, ``(ok, result or exception,
+        seconds)``: an event of a batch that fails does not stop the others (docs/delivery.md,
+        "Batches"). A cancel (PYFUNC_TIMEOUT, a client hanging up) still ends the rest.
+        """
+        for inv, args, kwargs in calls:
+            started = time.perf_counter()
+            try:
+                outcomes.append((True, await self._acall(inv, args, kwargs), time.perf_counter() - started))
+            except Exception as exc:  # noqa: BLE001 - concluded by _answer, like a worker's
+                outcomes.append((False, exc, time.perf_counter() - started))
+        return outcomes
 
     async def _acall(self, inv: Invocation, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         result = self.function(*args, **kwargs)
@@ -668,13 +792,19 @@ class FunctionApp:
 
     def _failed(self, exc: BaseException) -> Any:
         """The answer to an invocation that raised ``exc`` (or to a request refused before it)."""
+        return self._failure(exc)[1]
+
+    def _failure(self, exc: BaseException) -> tuple[str, Any]:
+        """The outcome (docs/delivery.md) and response of an invocation that raised."""
+        if isinstance(exc, Outcome):
+            return self._outcome(exc)
         if isinstance(exc, RequestError):
             logger.info("rejected request: %s: %s", exc.reason, exc.detail)
             extra: dict[str, Any] = {"errors": exc.errors} if exc.errors else {}
-            return problem(exc.status, exc.reason, exc.detail, **extra)
+            return "rejected", problem(exc.status, exc.reason, exc.detail, **extra)
         if isinstance(exc, InvocationTimeout):
             logger.error("invocation timed out after %ss", self.config.timeout)
-            return problem(504, "timeout", f"the function did not finish within {self.config.timeout}s")
+            return "timeout", problem(504, "timeout", f"the function did not finish within {self.config.timeout}s")
         if isinstance(exc, InvalidReply):
             # The detail is pyfunc's own description of the reply's shape; the exception behind
             # it (say, json's TypeError) goes only to the log, and to the body with PYFUNC_DEBUG.
@@ -682,10 +812,10 @@ class FunctionApp:
             logger.error("invalid reply from %s: %s%s", self.loaded.qualname, exc,
                          f" ({_exception_text(cause)})" if cause is not None else "")
             extra = {"exception": _exception_text(cause)} if self.debug and cause is not None else {}
-            return problem(500, "invalid-reply", str(exc), **extra)
+            return "error", problem(500, "invalid-reply", str(exc), **extra)
         http_exception = _http_exception_response(exc)
         if http_exception is not None:
-            return http_exception
+            return _outcome_of_response(http_exception), http_exception
         # Even GeneratorExit: _handle is no generator, so it can only come from the handler, and
         # re-raised it left the connection hanging with no response (waitress only logs it).
         logger.error("%s raised %s", self.loaded.qualname, type(exc).__name__, exc_info=exc)
@@ -693,19 +823,78 @@ class FunctionApp:
         # SQL, keys) to whoever sent the request. The log has the traceback; PYFUNC_DEBUG
         # puts class and message in the body for local use.
         if self.debug:
-            return problem(500, "function-error",
-                           f"the function raised {_exception_text(exc)}; the traceback is in the log",
-                           exception=_exception_text(exc))
-        return problem(500, "function-error", "the function raised an exception; the traceback is in the log")
+            return "error", problem(500, "function-error",
+                                    f"the function raised {_exception_text(exc)}; the traceback is in the log",
+                                    exception=_exception_text(exc))
+        return "error", problem(500, "function-error", "the function raised an exception; the traceback is in the log")
+
+    def _outcome(self, exc: Outcome) -> tuple[str, Response]:
+        """``pyfunc.Retry`` → 503 (+ Retry-After), ``pyfunc.Drop`` → 422: WARNING, no traceback (_outcomes.py)."""
+        if isinstance(exc, Retry):
+            logger.warning("%s asked for a retry%s: %s", self.loaded.qualname,
+                           f" after {exc.after}s" if exc.after is not None else "", exc.reason or "no reason given")
+            response = problem(exc.status, exc.problem, exc.reason or "the function asked for the event to be retried")
+            if exc.retry_after is not None:
+                response.headers.append(("Retry-After", exc.retry_after))
+            return "retry", response
+        if isinstance(exc, Drop):
+            logger.warning("%s dropped the event: %s", self.loaded.qualname, exc.reason or "no reason given")
+            return "drop", problem(exc.status, exc.problem, exc.reason or "the function dropped the event")
+        logger.warning("%s raised %s: %s", self.loaded.qualname, type(exc).__name__, exc.reason)
+        return "error", problem(exc.status, exc.problem, exc.reason)
+
+    def _duplicate(self, found: Any, event: Event) -> Response:
+        """A redelivery (same source + id): its first reply again, or 409 while the first still runs."""
+        from ._dedup import IN_FLIGHT, IN_FLIGHT_RETRY_AFTER, IN_FLIGHT_STATUS
+
+        attrs = event.attributes
+        if found is IN_FLIGHT:
+            if self.metrics is not None:
+                self.metrics.dedup_hits.labels("in_flight").inc()
+            logger.info("duplicate of event %s from %s, still in progress: %d", attrs.get("id"), attrs.get("source"),
+                        IN_FLIGHT_STATUS)
+            # Knative's data-plane contract: 409 "Conflict / Processing in progress", retried with backoff.
+            response = problem(IN_FLIGHT_STATUS, "duplicate-in-flight",
+                               "an event with this source and id is being processed; retry later")
+            response.headers.append(("Retry-After", IN_FLIGHT_RETRY_AFTER))
+            return response
+        if self.metrics is not None:
+            self.metrics.dedup_hits.labels("replayed").inc()
+        logger.info("duplicate of event %s from %s, done before: its reply again", attrs.get("id"),
+                    attrs.get("source"))
+        return Response(found.status, list(found.headers), found.body)
 
     def _handle_batch(self, environ: dict[str, Any], body: bytes, request: Any, events: list[Event]) -> Any:
-        """binding §3.3: one call per event, in order; the replies go back as one batch."""
-        replies = []
-        for event in events:
-            reply = reply_event(self._call(Invocation(environ, body, event, request)))
-            if reply is not None:
-                replies.append((self._complete(reply[0], event, environ), reply[1]))
-        return self._encode(self.reply_mode or BATCH, replies)
+        """binding §3.3: one call per event, in order, each on its own (docs/delivery.md, "Batches")."""
+        if self.metrics is not None:  # eventing hook
+            self.metrics.batch_events.observe(len(events))
+        # Each reply encoded structured on its own (what dedup stores); the batch is their JSON array.
+        if self.dedup is None:
+            results = [self._one(environ, body, request, event, STRUCTURED) for event in events]
+        else:  # --- eventing hook: the batch's events claimed, and later marked done, together
+            claims = self.dedup.claim_all([event.attributes for event in events])
+            done: list[Any] = []
+            results = [self._one(environ, body, request, event, STRUCTURED, claimed, done)
+                       for event, claimed in zip(events, claims)]
+            self.dedup.finish_all(done)
+        return self._batch_response(events, results)
+
+    def _batch_response(self, events: list[Event], results: list[Any]) -> Any:
+        """All succeeded: 200 with the batch of replies. Any failed: no replies, a problem body
+        listing each event's status, and the status of the first retriable failure (5xx, 409,
+        429…: Knative redelivers the whole batch; with dedup only the events not done run
+        again), else 422 (only drops: dead-lettered)."""
+        if all(isinstance(r, Response) and r.status < 300 for r in results):
+            try:
+                bodies = [_structured_body(r) for r in results if r.status != 202 and r.body]
+                if (self.reply_mode or BATCH) == BATCH:
+                    headers = [("Content-Type", codec.BATCH_CONTENT_TYPE)]
+                    return Response(200, headers, b"[" + b",".join(bodies) + b"]")
+                replies = [(e.attributes, e.data) for e in map(codec.decode_structured, bodies)]
+                return self._encode(self.reply_mode or BATCH, replies)
+            except (InvalidReply, RequestError) as exc:
+                return self._failed(exc)
+        return _batch_failure(events, results)
 
     def _complete(self, attributes: dict[str, Any], event: Event, environ: dict[str, Any]) -> dict[str, Any]:
         reply = codec.complete_reply(attributes, event, self.default_source)
@@ -781,6 +970,84 @@ def _read_body(environ: dict[str, Any]) -> bytes:
             return b""
     # waitress de-chunks a chunked body and sets CONTENT_LENGTH; anything else has no body.
     return b""
+
+
+def _settle(claim: Any, response: Any, done: Optional[list[Any]] = None) -> None:
+    """Dedup: mark the event done with its reply after a success (a 2xx), else let it run again.
+
+    With ``done`` (a batch), the success is added to it, to be marked with the others."""
+    from ._dedup import TOO_LARGE, Record
+
+    status = _status_of(response)
+    if 200 <= status < 300:
+        body = response.body if isinstance(response, Response) else None
+        record = Record(status, list(response.headers), body) if isinstance(body, bytes) else TOO_LARGE
+        if done is not None:
+            done.append((claim, record))
+        else:
+            claim.done(record)
+    else:
+        claim.release()
+
+
+def _outcome_of_response(response: Any) -> str:
+    if isinstance(response, Response):
+        return outcome_of_status(response.status, bool(response.body))
+    return outcome_of_status(getattr(response, "status_code", 200), True)
+
+
+def _structured_body(response: Response) -> bytes:
+    """A reply event as one structured-mode JSON object (a stored binary-mode reply is converted)."""
+    headers = dict((name.lower(), value) for name, value in response.headers)
+    body = response.body
+    assert isinstance(body, bytes)
+    content_type = headers.get("content-type")
+    if codec.content_mode(content_type) == STRUCTURED:
+        return body
+    environ = {"HTTP_" + name.upper().replace("-", "_"): value for name, value in headers.items()}
+    if content_type is not None:
+        environ["CONTENT_TYPE"] = content_type
+    event = codec.decode_binary(environ, body)
+    return codec.encode_structured(event.attributes, event.data)[1]
+
+
+def _batch_failure(events: list[Event], results: list[Any]) -> Response:
+    """The answer to a batch in which some events failed (docs/delivery.md, "Batches")."""
+    import json
+
+    items: list[dict[str, Any]] = []
+    first_retriable: Optional[int] = None
+    retry_after: Optional[int] = None
+    for index, (event, response) in enumerate(zip(events, results)):
+        status = _status_of(response)
+        item: dict[str, Any] = {"index": index, "id": event.attributes.get("id"),
+                                "source": event.attributes.get("source"), "status": status}
+        if status >= 300:
+            headers = response.headers if isinstance(response, Response) else list(response.headers.items())
+            for name, value in headers:
+                if name.lower() == "retry-after" and value.isdigit():
+                    retry_after = max(retry_after or 0, int(value))
+            if isinstance(response, Response) and isinstance(response.body, bytes):
+                try:
+                    detail = json.loads(response.body)
+                    item.update(reason=detail.get("reason"), detail=detail.get("detail"))
+                except (ValueError, AttributeError):
+                    pass
+            # Knative retries 5xx, 404, 408, 409 and 429; every other 4xx is dead-lettered at once.
+            if first_retriable is None and (status >= 500 or status in RETRIED_4XX):
+                first_retriable = status
+        items.append(item)
+    failed = sum(1 for item in items if item["status"] >= 300)
+    status = first_retriable or 422
+    response = problem(
+        status, "batch-incomplete" if first_retriable else "batch-dropped",
+        f"{failed} of {len(events)} events failed; " + (
+            "the batch can be redelivered: with dedup on, only the events not done run again"
+            if first_retriable else "none can be retried"),
+        events=items)
+    if retry_after is not None:
+        response.headers.append(("Retry-After", str(retry_after)))
+    return response
 
 
 def _status_of(response: Any) -> int:

@@ -32,6 +32,13 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("must be positive")
+    return value
+
+
 def _size(text: str) -> int:
     """Bytes, with an optional K/M/G suffix (binary multiples): ``10M`` is 10 MiB."""
     text = text.strip().upper().removesuffix("B").removesuffix("I")
@@ -51,6 +58,16 @@ def _choice(*options: str) -> Callable[[str], str]:
         return value
 
     return parse
+
+
+def _dedupe(text: str) -> str:
+    """``PYFUNC_DEDUPE``: off, memory, or a redis:// (rediss://, unix://) URL."""
+    value = text.strip()
+    if value.lower() in ("off", "false", "0", "no", "memory"):
+        return "memory" if value.lower() == "memory" else "off"
+    if value.startswith(("redis://", "rediss://", "unix://")):
+        return value
+    raise ValueError("must be off, memory or a redis://host:port/db URL")
 
 
 def _boolean(text: str) -> bool:
@@ -104,6 +121,28 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("shutdown_timeout", "PYFUNC_SHUTDOWN_TIMEOUT", "--shutdown-timeout", 0.0, _non_negative_float,
             "seconds SIGTERM waits for in-flight requests (0: until they finish; the platform's "
             "SIGKILL bounds it, on Knative the revision's timeoutSeconds)"),
+    Setting("dedupe", "PYFUNC_DEDUPE", "--dedupe", "off", _dedupe,
+            "redelivery dedup on CloudEvent source + id (docs/delivery.md): off, memory (this "
+            "process) or redis://host:port/db (shared by every pod; extra pyfunc-invoker[redis])"),
+    Setting("dedupe_ttl", "PYFUNC_DEDUPE_TTL", "--dedupe-ttl", 600.0, _positive_float,
+            "seconds a completed event is remembered (the dedup window; make it longer than the "
+            "Trigger's whole retry schedule)"),
+    Setting("dedupe_size", "PYFUNC_DEDUPE_SIZE", "--dedupe-size", 10000, _positive_int,
+            "events remembered by PYFUNC_DEDUPE=memory (least recently used forgotten first)"),
+    Setting("dedupe_memory", "PYFUNC_DEDUPE_MEMORY", "--dedupe-memory", 16 << 20, _size,
+            "bytes of stored replies (status, headers, body) PYFUNC_DEDUPE=memory keeps at most"),
+    Setting("dedupe_max_reply", "PYFUNC_DEDUPE_MAX_REPLY", "--dedupe-max-reply", 64 << 10, _size,
+            "largest reply body stored for duplicates; a larger reply is remembered as 202 (the "
+            "duplicate gets no reply event, and does not run)"),
+    Setting("dedupe_lease", "PYFUNC_DEDUPE_LEASE", "--dedupe-lease", 0.0, _non_negative_float,
+            "seconds an event stays claimed by an invocation that never finishes (a killed pod) "
+            "(0: PYFUNC_TIMEOUT + 30, or 600 without a timeout)"),
+    Setting("dedupe_namespace", "PYFUNC_DEDUPE_NAMESPACE", "--dedupe-namespace", "", str,
+            "prefix of the dedup keys, so functions sharing a Redis do not dedup each other "
+            "(empty: K_SERVICE, else the handler's name)"),
+    Setting("metrics", "PYFUNC_METRICS", "--metrics", False, _boolean,
+            "serve GET /metrics in the Prometheus text format (extra pyfunc-invoker[metrics]; "
+            "off by default: prometheus_client adds ~60 ms to a cold start)"),
     Setting("reply_mode", "PYFUNC_REPLY_MODE", "--reply-mode", "auto",
             _choice("auto", "binary", "structured", "batch"),
             "content mode of reply events: auto (same as the request), binary, structured, batch"),
@@ -150,6 +189,14 @@ class Config:
     timeout: float = 0.0
     max_concurrency: int = 0
     shutdown_timeout: float = 0.0
+    dedupe: str = "off"
+    dedupe_ttl: float = 600.0
+    dedupe_size: int = 10000
+    dedupe_memory: int = 16 << 20
+    dedupe_max_reply: int = 64 << 10
+    dedupe_lease: float = 0.0
+    dedupe_namespace: str = ""
+    metrics: bool = False
     reply_mode: str = "auto"
     log_format: str = "text"
     log_level: str = "INFO"
@@ -227,6 +274,8 @@ def settings_markdown() -> str:
 
 def _default_text(setting: Setting) -> str:
     value = setting.default
+    if value == "":
+        return "(empty)"
     if isinstance(value, bool):
         return "true" if value else "false"
     if setting.parse is _size:

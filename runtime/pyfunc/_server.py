@@ -288,6 +288,7 @@ def serve(config: Config) -> int:
     loaded: Optional[LoadedFunction] = getattr(app, "loaded", None)
     if isinstance(app, FunctionApp):
         app.enable_tracing()  # after start(), which may have installed a tracer provider
+        app.on_ready()  # eventing hook (_metrics.py): the port is open, the startup time is known
     logger.info(
         "serving %s from %s on http://%s:%d (%d-%d threads)",
         loaded.qualname if loaded else "nothing (load error)",
