@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every test pyfunc has, on a fresh machine: lint, types, unit, integration, serving, CLI, examples,
-# the waitress floor and the e2e with real pack and docker. It installs what it needs: .venv here,
+# the waitress floor, cloudevents 2.x, and the e2e with real pack and docker. It installs what it needs: .venv here,
 # and Docker, pack, the lifecycle, the images and the builder through scripts/install-tools.sh
 # and scripts/build-images.sh (both cached: a second run skips what is already built).
 # Extra arguments go to pytest; PYFUNC_SKIP_E2E=1 skips the container side for a quick local loop.
@@ -26,6 +26,9 @@ step "mypy --strict runtime/pyfunc (pyproject's [tool.mypy])"
 
 step "The waitress floor: tests that reach into waitress, on the oldest version pyproject allows"
 scripts/test-waitress-floor.sh
+
+step "cloudevents 2.x: the binding tests on the SDK's other major"
+scripts/test-sdk2.sh
 
 if [ "${PYFUNC_SKIP_E2E:-0}" != 1 ]; then
   scripts/install-tools.sh

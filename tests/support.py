@@ -21,8 +21,13 @@ from pathlib import Path
 from typing import Optional
 
 import requests
-from cloudevents.conversion import to_binary, to_structured
-from cloudevents.http import CloudEvent
+
+try:
+    from cloudevents.conversion import to_binary, to_structured
+    from cloudevents.http import CloudEvent
+except ImportError:  # cloudevents 2.x (scripts/test-sdk2.sh): the same 1.x API, under cloudevents.v1
+    from cloudevents.v1.conversion import to_binary, to_structured
+    from cloudevents.v1.http import CloudEvent
 
 from pyfunc._server import free_port
 
