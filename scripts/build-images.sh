@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build pyfunc's images locally, without a registry:
-#   pyfunc/rootfs:bookworm  debootstrap'd Debian with python3, `docker import`ed
+#   pyfunc/rootfs:bookworm  debootstrap'd Debian with python3, `docker import`ed (root_image in lib.sh)
 #   pyfunc/base             image/Dockerfile: the runtime, no shell (also the builder's run image)
 #   pyfunc/build            builder/build.Dockerfile: rootfs + base's venv + pip/cyclonedx, the build image
 #   pyfunc/builder          `pack builder create` with buildpack/ and the local lifecycle
@@ -11,36 +11,8 @@ source "$(dirname "$0")/lib.sh"
 docker info >/dev/null 2>&1 || die "docker is not running: run scripts/install-tools.sh first"
 command -v pack >/dev/null || die "pack not found: run scripts/install-tools.sh first"
 
-hash_of() { (cd "$REPO" && find "$@" -type f ! -path '*/__pycache__/*' ! -name '*.pyc' ! -path '*.egg-info/*' -print0 |
-  sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16); }
-label_of() { docker image inspect -f "{{index .Config.Labels \"io.pyfunc.inputs\"}}" "$1" 2>/dev/null || true; }
-
-# --- root image -------------------------------------------------------------------------------
-ROOTFS_TAR="$CACHE/rootfs-$DEBIAN_SUITE.tar"
-ROOT_IMAGE="pyfunc/rootfs:$DEBIAN_SUITE"
-if [ ! -s "$ROOTFS_TAR" ]; then
-  step "Making the $DEBIAN_SUITE root filesystem with debootstrap (about a minute)"
-  mirror="$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)"
-  [ -n "$mirror" ] || mirror="$(awk '$1 == "deb" {print $2; exit}' /etc/apt/sources.list 2>/dev/null)"
-  [ -n "$mirror" ] || die "no Debian mirror found in the host's apt sources"
-  root="$(mktemp -d)"
-  debootstrap --variant=minbase --include=python3,ca-certificates "$DEBIAN_SUITE" "$root" "$mirror" \
-    >"$CACHE/debootstrap.log" 2>&1 || { tail -20 "$CACHE/debootstrap.log"; die "debootstrap failed"; }
-  # Trim what a function runtime never reads: filesystem tools, docs, locales, apt lists, pydoc topics.
-  chroot "$root" dpkg --purge e2fsprogs logsave libss2 libext2fs2 >/dev/null 2>&1 || true
-  rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/* "$root"/var/cache/debconf/*-old \
-    "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/usr/share/locale/* \
-    "$root"/usr/share/lintian "$root"/var/log/* "$root"/usr/lib/x86_64-linux-gnu/gconv/*.so \
-    "$root"/usr/lib/python3.*/pydoc_data/topics.py "$root"/usr/lib/python3.*/pydoc_data/__pycache__
-  tar -C "$root" --numeric-owner -cf "$ROOTFS_TAR.tmp" . && mv "$ROOTFS_TAR.tmp" "$ROOTFS_TAR"
-  rm -rf "$root"
-fi
-root_inputs="$(stat -c '%s-%Y' "$ROOTFS_TAR")"
-if [ "$(label_of "$ROOT_IMAGE")" != "$root_inputs" ]; then
-  step "Importing $ROOT_IMAGE"
-  docker import -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-    -c 'CMD ["/bin/bash"]' -c "LABEL io.pyfunc.inputs=$root_inputs" "$ROOTFS_TAR" "$ROOT_IMAGE" >/dev/null
-fi
+# --- root image (scripts/lib.sh: debootstrap once, cached as a tar and an image) ----------------
+ROOT_IMAGE="$(root_image "$DEBIAN_SUITE")"
 
 # --- wheelhouses, from the hashed locks (pip verifies every wheel's sha256) ---------------------
 # context/base:  image/requirements.lock's wheels, the pyfunc-invoker wheel (this repo), pip's wheel
