@@ -3,8 +3,9 @@
 # scripts/test.sh, the images and the host tools install only from these files, so what CI runs
 # changes only when a commit changes a lock.
 #   image/requirements.lock    pyproject.toml's runtime dependencies: the venv of pyfunc/base
-#   builder/requirements.lock  builder/requirements.in: pip + cyclonedx-bom in pyfunc/build
-#     (both for CPython 3.11 on manylinux x86_64, the images' Python, whatever the host runs)
+#   builder/requirements.lock  builder/requirements.in: pip, cyclonedx-bom, uv, poetry in pyfunc/build
+#     (both for CPython 3.11 on manylinux x86_64, the images' Python, whatever the host runs; and
+#     image/requirements-3.13.lock, builder/requirements-3.13.lock, ... for the other STACKS)
 #   scripts/locks/test.lock    pyfunc + its [test] extra: the .venv of scripts/test.sh
 #   scripts/locks/waitress-floor.lock  the oldest waitress pyproject allows (scripts/test-waitress-floor.sh)
 #   scripts/locks/sdk2.lock    cloudevents 2.x over test.lock (scripts/test-sdk2.sh; 2.x needs Python >= 3.10)
@@ -15,13 +16,17 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 uv="$(py_tool uv "$UV_VERSION")/uv"
-target=(--python-version "$PYTHON_VERSION" --python-platform x86_64-manylinux_2_28)
 sdk1=(-c scripts/locks/cloudevents-1.txt)  # the images and .venv keep cloudevents 1.x (the file says why)
 cd "$REPO"
-for pair in pyproject.toml:image/requirements.lock builder/requirements.in:builder/requirements.lock; do
-  step "uv pip compile ${pair%%:*} -> ${pair##*:}"
-  "$uv" pip compile --quiet --generate-hashes --no-strip-markers "${target[@]}" "${sdk1[@]}" \
-    --custom-compile-command "scripts/lock.sh" -o "${pair##*:}" "${pair%%:*}" ${UPGRADE:+--upgrade}
+for stack in $STACKS; do
+  version="${stack%%:*}"
+  suffix="$([ "$version" = "$PYTHON_VERSION" ] || echo "-$version")"   # the default stack: no suffix
+  target=(--python-version "$version" --python-platform x86_64-manylinux_2_28)
+  for pair in pyproject.toml:image/requirements$suffix.lock builder/requirements.in:builder/requirements$suffix.lock; do
+    step "uv pip compile ${pair%%:*} -> ${pair##*:} (Python $version)"
+    "$uv" pip compile --quiet --generate-hashes --no-strip-markers "${target[@]}" "${sdk1[@]}" \
+      --custom-compile-command "scripts/lock.sh" -o "${pair##*:}" "${pair%%:*}" ${UPGRADE:+--upgrade}
+  done
 done
 universal=(--universal --python-version 3.9)
 step "uv pip compile pyproject.toml[test] -> scripts/locks/test.lock"
