@@ -86,6 +86,14 @@ def http_build() -> Build:
 
 
 @pytest.fixture(scope="session")
+def knative_fn_build() -> Build:
+    """e2e/knative/fn: the CloudEvent function the real-Knative tests (test_knative_*) run."""
+    build = fresh_build("knative-fn", path=REPO / "e2e" / "knative" / "fn")
+    METRICS["first_build_s.knative-fn"] = build.seconds
+    return build
+
+
+@pytest.fixture(scope="session")
 def vendored_build(tmp_path_factory: pytest.TempPathFactory) -> Build:
     """vendored-wheels with its wheel built from greeting-src, then `pack build --network none`."""
     app = tmp_path_factory.mktemp("vendored") / "app"

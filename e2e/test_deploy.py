@@ -1,5 +1,6 @@
 """deploy/service.yaml: a valid serving.knative.dev/v1 Service (checked offline against Knative's
-schema with @kubernetes-models/knative) that matches what the built image serves."""
+schema with @kubernetes-models/knative) that matches what the built image serves. Knative's own
+webhook validation of it (and of `pyfunc init`'s manifests) is in test_knative_validation.py."""
 
 from __future__ import annotations
 

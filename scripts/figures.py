@@ -302,7 +302,7 @@ RELIABILITY_ROWS: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
     ("atheris over `codec.decode_request`", "atheris.json",
      lambda d: f"{d['runs']:,} runs in {d['seconds']:.0f} s, {d['crashes']} crashes"),
     ("soak, CI form", "soak.json", _soak),
-    ("soak, long form", "soak-long.json", _soak),
+    ("soak, long form", "soak-long.json", _soak),  # the 1M test, or soak.py --requests 1000000
     ("overload", "overload.json", _overload),
     ("drain during overload", "drain-overload.json", _drain),
 ]

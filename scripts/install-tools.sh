@@ -102,4 +102,5 @@ if [ ! -f "$NPM_DIR/node_modules/@kubernetes-models/knative/package.json" ] ||
     "@kubernetes-models/knative@$KNATIVE_MODELS_VERSION" "js-yaml@$JS_YAML_VERSION" 2>&1 | grep -v 'npm warn' || true
 fi
 note "knative validator in $NPM_DIR"
+"$REPO/scripts/install-knative.sh"  # real Knative parts for the e2e (queue-proxy, func, our Go programs)
 step "Tools ready"

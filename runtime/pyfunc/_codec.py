@@ -31,7 +31,9 @@ REPLY_MODES = (BINARY, STRUCTURED, BATCH)
 SUPPORTED_SPECVERSIONS = ("1.0", "0.3")
 REQUIRED_ATTRIBUTES = ("id", "source", "specversion", "type")
 STRUCTURED_CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
-BATCH_CONTENT_TYPE = "application/cloudevents-batch+json; charset=utf-8"
+# No charset on batches: JSON is UTF-8 by definition (RFC 8259), and sdk-go's cehttp.IsHTTPBatch
+# (Knative eventing's Go code) compares the whole Content-Type, so with one a batch goes unseen.
+BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 
 # Spec §"Attribute Naming Convention": lower-case ASCII letters and digits only.
 _ATTRIBUTE_NAME = re.compile(r"[a-z0-9]+\Z")

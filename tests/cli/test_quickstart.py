@@ -225,7 +225,8 @@ def run_lines(lines: list[str], cwd: Path, timeout: float, prelude: Optional[lis
     for chunk in head.split(f"\n{MARK} ")[1:]:
         command, _, out = chunk.partition("\n")
         steps.append((command, out))
-    return Run(output, steps, Path(tail.strip()), skipped)
+    # The directory is the END line's; a server still in the background may log after it.
+    return Run(output, steps, Path(tail.split("\n", 1)[0].strip()), skipped)
 
 
 @pytest.fixture(scope="session")
