@@ -91,6 +91,7 @@ def test_a_function_on_cloudevents_2(tmp_path):
     """Its own requirements pin cloudevents 2.2.0 over the runtime's 1.x: the handler binds and
     returns 2.x's CloudEvent, and imports one SDK, its own."""
     build = fresh_build("sdk2-core", *CA, path=copy("sdk2-core", tmp_path))
+    assert "The function's own versions replace the runtime's: cloudevents" in build.output
     with running(build.image) as fn:
         headers, body = to_binary(CloudEvent({"type": "com.example.ping", "source": "/e2e"}, {"n": 2}))
         r = requests.post(fn.url, headers=headers, data=body, timeout=10)
@@ -100,7 +101,7 @@ def test_a_function_on_cloudevents_2(tmp_path):
     data = reply.data
     assert data["sdk"] == "2.2.0" and data["got"] == {"n": 2} and data["time_is_datetime"] is True
     assert len(data["package_dirs"]) == 1 and data["package_dirs"][0].startswith("/layers/")
-    assert data["has_1x_http"] is False
+    assert len(data["copies"]) == 1 and data["versions"] == ["2.2.0"] and data["has_1x_http"] is False
 
 
 def test_a_pin_the_runtime_refuses_fails_the_build(tmp_path):
