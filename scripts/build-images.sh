@@ -102,10 +102,20 @@ stack() {
     "$(docker image inspect -f '{{.Size}}' "$build" | awk '{printf "%.1f MB", $1/1e6}') $build, $((SECONDS - start)) s"
 }
 
+wanted=()
 for entry in $STACKS; do
+  [ $# -eq 0 ] || [[ " $* " == *" ${entry%%:*} "* ]] && wanted+=("$entry")
+done
+# The roots first, two at a time: a cold debootstrap is mostly waiting on the mirror.
+for entry in "${wanted[@]}"; do
+  IFS=: read -r _ suite _ <<<"$entry"
+  [ "$(jobs -rp | wc -l)" -lt 2 ] || wait -n || true
+  root_image "$suite" >/dev/null &
+done
+wait
+for entry in "${wanted[@]}"; do
   IFS=: read -r version suite distro_version <<<"$entry"
-  [ $# -eq 0 ] || [[ " $* " == *" $version "* ]] || continue
-  stack "$version" "$suite" "$distro_version"
+  stack "$version" "$suite" "$distro_version"   # makes any root that failed above, or dies
 done
 # Drop our own superseded images (dangling, labelled by this script).
 docker image prune -f --filter label=io.pyfunc.inputs >/dev/null
