@@ -77,12 +77,13 @@ def test_the_lock_is_part_of_the_dependency_cache_key(tmp_path):
     assert "Installing dependencies from uv.lock" in edited.output
 
 
-def test_a_locked_function_builds_offline_from_vendored_wheels(tmp_path):
-    app = copy("lock-uv", tmp_path)
+@pytest.mark.parametrize("name", sorted(LOCKS))
+def test_a_locked_function_builds_offline_from_vendored_wheels(name, tmp_path):
+    app = copy(name, tmp_path)
     proc = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary", ":all:",
                            "-d", str(app / "vendor"), "humanize==4.9.0"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    build = fresh_build("lock-uv-offline", "--network", "none", path=app)
+    build = fresh_build(f"{name}-offline", "--network", "none", path=app)
     with running(build.image) as fn:
         assert requests.get(fn.url, timeout=10).json()["humanize"] == "4.9.0"
 
