@@ -23,7 +23,7 @@ LOGS="$CACHE/test-pythons"; mkdir -p "$LOGS"
 # The installer: uv (pinned in versions.env, a static binary from its PyPI wheel), mounted into the
 # containers. The roots have no pip (Debian splits it out), and pip 26 no longer runs on 3.9.
 UV="$(py_tool uv "$UV_VERSION")/uv"
-CA=/etc/ssl/certs/ca-certificates.crt  # the host's bundle: pip in a container verifies PyPI with it
+CA=/etc/ssl/certs/ca-certificates.crt  # the host's bundle: uv in a container verifies PyPI with it
 
 # test_image VERSION SUITE: pyfunc/test-python:VERSION, the root + a venv (/venv) from test.lock.
 # docker build cannot mount the CA bundle (no BuildKit on Debian 12): run, then commit.
@@ -43,18 +43,24 @@ test_image() {
   docker rm "$name" >/dev/null
 }
 
-# run_tests VERSION: the checkout (git's tracked and untracked-not-ignored files) into a fresh
-# container of pyfunc/test-python:VERSION, pyfunc installed editable, pytest. The container's
-# Python must be VERSION: a Debian release moving its python3 would silently change the matrix.
+# What runs in a test container: the checkout arrives as a tar on stdin; $1 is the Python the
+# container must have (a Debian release moving its python3 would silently change the matrix), the
+# rest is pytest's arguments.
+IN_CONTAINER='
+mkdir /w && tar -x -C /w && cd /w
+want="$1"; shift
+have="$(python -c "import sys; print(*sys.version_info[:2], sep=\".\")")"
+[ "$have" = "$want" ] || { echo "error: python3 is $have, not $want" >&2; exit 1; }
+uv pip install -q --python /venv/bin/python --offline --no-deps --no-build-isolation -e .
+exec python -m pytest "$@"'
+
+# run_tests VERSION: git's tracked and untracked-not-ignored files into a fresh container of
+# pyfunc/test-python:VERSION, pyfunc installed editable, pytest.
 run_tests() {
   local version="$1" start=$SECONDS status=0
-  (cd "$REPO" && git ls-files -z -co --exclude-standard | xargs -0 -I{} sh -c 'test -e "{}" && printf "%s\0" "{}"' |
-    tar -c --null -T -) |
-    docker run -i --rm --network none -v "$UV:/usr/local/bin/uv:ro" -e UV_NO_CACHE=1 \
-      "pyfunc/test-python:$version" sh -c 'mkdir /w && tar -x -C /w && cd /w &&
-        python -c "import sys; v = \"%d.%d\" % sys.version_info[:2]; sys.exit(v != \"'"$version"'\" and \"python3 is \" + v)" &&
-        uv pip install -q --python /venv/bin/python --offline --no-deps --no-build-isolation -e . &&
-        exec python -m pytest "$@"' sh "${pytest_args[@]}" >"$LOGS/$version.log" 2>&1 || status=$?
+  (cd "$REPO" && git ls-files -z -co --exclude-standard | tar -c --null --ignore-failed-read -T -) |
+    docker run -i --rm --network none -v "$UV:/usr/local/bin/uv:ro" -e UV_NO_CACHE=1 "pyfunc/test-python:$version" \
+      sh -ec "$IN_CONTAINER" sh "$version" "${pytest_args[@]}" >"$LOGS/$version.log" 2>&1 || status=$?
   echo "$version $status $((SECONDS - start))" >>"$LOGS/results"
 }
 
