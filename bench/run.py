@@ -119,7 +119,7 @@ def server_command(name: str, mode: str, port: int) -> tuple[list[str], dict, Pa
         return [py, "-m", "pyfunc", str(d)], env, d
     if name == "ff":
         exe = str(VENVS / name / "bin" / "functions-framework")
-        target = "hello" if mode == "hello" else "echo"
+        target = {"hello": "hello", "ce": "echo", "io-sync": "sleep"}[mode]
         d = SERVERS_DIR / "ff"
         argv = [exe, f"--target={target}", f"--source={d / 'main.py'}",
                 "--host=127.0.0.1", f"--port={port}"]
@@ -968,7 +968,15 @@ def main() -> int:
                     help="re-measure a cell disturbed by other processes up to N times")
     ap.add_argument("--render-only", action="store_true",
                     help="rewrite NAME.md from an existing NAME.json (no measuring)")
+    ap.add_argument("--only", choices=["io"],
+                    help="io: only the I/O scenario (handlers that wait 1 s, bench/io_bench.py), "
+                         "written to io.{md,json}")
     args = ap.parse_args()
+    if args.only == "io":
+        import io_bench
+
+        os.sched_setaffinity(0, {int(args.load_core)})
+        return io_bench.main(args)
     args.name = args.name or ("quick" if args.quick else "latest")
     if args.render_only:
         out = Path(args.out)

@@ -29,6 +29,7 @@ from typing import Any, Callable, Optional
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = "bench/results/latest.json"
+BENCH_IO = "bench/results/io.json"
 CONTAINERS = "e2e/results/containers.json"
 RELIABILITY = "tests/reliability/results"
 RESULTS_GLOBS = ["bench/results/*.json", "bench/results/*/*.json", f"{RELIABILITY}/*.json", "e2e/results/*.json"]
@@ -209,6 +210,31 @@ def bench_run_time() -> str:
             f"{source_line(BENCH, res)}\n")
 
 
+def bench_io() -> str:
+    """Waves of c concurrent requests to handlers that wait 1 s: wall time per wave (1.0 s is the floor)."""
+    res = load(BENCH_IO)
+    if res is None:
+        return missing(BENCH_IO, "`python3 bench/run.py --only io`")
+    concurrency = sorted({int(c) for v in res["variants"] for c in v["cells"]} |
+                         {int(c) for v in res["variants"] for c in v.get("skipped", {})})
+    rows = ["| server | idle RSS | " + " | ".join(f"c={c}" for c in concurrency) + " |",
+            "|---|---|" + "---|" * len(concurrency)]
+    for variant in res["variants"]:
+        cells = []
+        for conc in concurrency:
+            cell = variant["cells"].get(str(conc))
+            if cell is None:
+                cells.append("not run" if str(conc) not in variant.get("skipped", {}) else "skipped (too slow)")
+                continue
+            errors = f", {cell['errors']} errors" if cell["errors"] else ""
+            cells.append(f"**{cell['wave_median_s']:.2f} s** (p99 {cell['p99_s'] or 0:.2f} s, "
+                         f"{cell['rss_peak_mb']:.0f} MB){errors}")
+        idle = f"{variant['idle_rss_mb']:.1f} MB" if variant.get("idle_rss_mb") else "n/a"
+        rows.append(f"| {variant['label']} | {idle} | " + " | ".join(cells) + " |")
+    return ("\n".join(rows) + f"\n\nWall time of a wave of c concurrent requests (median of {res['waves']} waves), "
+            f"p99 latency, peak RSS of the server.\n{source_line(BENCH_IO, res)}\n")
+
+
 # ---- containers (e2e) -------------------------------------------------------------------------------
 
 
@@ -321,7 +347,7 @@ def reliability() -> str:
 RENDERERS: dict[str, Callable[[], str]] = {
     "bench-throughput": bench_throughput, "bench-cold-start": bench_cold_start, "bench-cost": bench_cost,
     "bench-compare": bench_compare, "bench-run-time": bench_run_time, "containers": containers,
-    "image-sizes": image_sizes, "reliability": reliability,
+    "image-sizes": image_sizes, "reliability": reliability, "bench-io": bench_io,
 }
 
 

@@ -15,7 +15,7 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 from . import _codec as codec
 from . import _logs as logs
@@ -24,7 +24,8 @@ from ._codec import BATCH, STRUCTURED, Event
 from ._config import Config
 from ._discovery import LoadedFunction
 from ._errors import InvalidReply, RequestError
-from ._responses import Response, http_response, is_werkzeug_response, problem, reply_event
+from ._responses import AsyncChunks, Response, http_response, is_werkzeug_response, problem, reply_event
+from ._waitress import Deferred, StreamSink
 
 logger = logging.getLogger("pyfunc")
 
@@ -32,6 +33,10 @@ LIVENESS_PATHS = ("/health/liveness", "/health/live")
 READINESS_PATHS = ("/health/readiness", "/health/ready")
 ALLOW = "GET, HEAD, POST, OPTIONS"
 NO_REPLY = Response(202, [], b"")
+# The environ key of a deferred invocation the worker resumes (see AsyncInvocation).
+RESUMED = "pyfunc.resumed"
+# The access-log status of a request whose client hung up before its answer (nginx's usage).
+CLIENT_CLOSED = 499
 
 
 class InvocationTimeout(Exception):
@@ -77,6 +82,227 @@ class AsyncRunner:
         except concurrent.futures.TimeoutError:
             self.loop.call_soon_threadsafe(lambda: task_box and task_box[0].cancel())
             raise InvocationTimeout() from None
+
+    def iterate(self, iterator: Any) -> Iterator[Any]:
+        """An async iterator's items, for a worker thread: each is produced on the loop and
+        handed over as it comes, so a streamed response sends it at once.
+
+        The worker waits for each item (the loop never blocks on the client: waitress's
+        ``write`` is what waits, in the worker, when the client reads slower than the
+        iterator produces). Closed early (the client hung up), it closes the async iterator
+        on the loop, so the handler's ``finally`` blocks run.
+        """
+        import asyncio
+
+        finished = False
+        try:
+            while True:
+                try:
+                    item = asyncio.run_coroutine_threadsafe(awaited(iterator.__anext__()), self.loop).result()
+                except StopAsyncIteration:
+                    finished = True
+                    return
+                yield item
+        finally:
+            close = getattr(iterator, "aclose", None)
+            if not finished and close is not None:
+                try:
+                    asyncio.run_coroutine_threadsafe(awaited(close()), self.loop).result(5)
+                except Exception:  # noqa: BLE001 - the response is over either way
+                    logger.warning("closing a streamed async generator failed", exc_info=True)
+
+
+class AsyncStream:
+    """An async generator's items, sent from the event loop to a parked connection (FunctionApp._stream).
+
+    Back-pressure: an item is sent only while the connection's buffer is under waitress's
+    high watermark; otherwise the stream awaits the channel's "drained" signal, so a slow
+    client slows the generator down without blocking the loop or holding a worker.
+    """
+
+    __slots__ = ("app", "environ", "sink", "body", "task", "wake", "cancelled")
+
+    def __init__(self, app: FunctionApp, environ: dict[str, Any], sink: StreamSink, body: AsyncChunks) -> None:
+        self.app = app
+        self.environ = environ
+        self.sink = sink
+        self.body = body
+        self.task: Any = None
+        self.wake: Optional[Callable[[], None]] = None
+        self.cancelled = False
+
+    def start(self, wake: Callable[[], None]) -> None:
+        self.wake = wake
+        self.app.async_runner().loop.call_soon_threadsafe(self._begin)
+
+    def _begin(self) -> None:
+        loop = self.app.async_runner().loop
+        self.task = loop.create_task(self._pump())
+        self.task.add_done_callback(self._done)
+        if self.cancelled:
+            self.task.cancel()
+
+    async def _pump(self) -> None:
+        import asyncio
+
+        sink = self.sink
+        loop = asyncio.get_running_loop()
+        async for data in self.body.encoded():
+            if not data:
+                continue
+            while sink.open() and not sink.room():
+                drained = loop.create_future()
+
+                def room(drained: Any = drained) -> None:  # on waitress's I/O loop thread
+                    loop.call_soon_threadsafe(_resolve, drained)
+
+                sink.when_room(room)
+                if sink.open() and not sink.room():  # else it drained before the callback was set
+                    await drained
+            sink.send(data)  # raises ClientDisconnected once the client left
+
+    def _done(self, task: Any) -> None:
+        self.task = None
+        if not task.cancelled() and task.exception() is not None:
+            error = task.exception()
+            if type(error).__name__ != "ClientDisconnected":
+                logger.error("the async generator %s returned failed midway", self.app.loaded.qualname,
+                             exc_info=error)
+            self.sink.error = error
+        elif task.cancelled():
+            self.sink.error = InvocationTimeout("stream cancelled")
+        wake, self.wake = self.wake, None
+        if wake is not None:
+            wake()
+
+    def cancel(self) -> None:
+        if self.cancelled:
+            return
+        self.cancelled = True
+        self.app.async_runner().loop.call_soon_threadsafe(self._cancel_task)
+
+    def _cancel_task(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    def abandon(self) -> None:
+        pass  # the slot was given back and the access line written when the stream began
+
+
+def _resolve(future: Any) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class AsyncInvocation:
+    """One request to an ``async def`` handler, run on the event loop while no worker waits for it.
+
+    A worker decodes and binds the request, then raises ``Deferred(self)`` and is free (see
+    pyfunc._waitress); the channel calls :meth:`start`. The handler runs as an asyncio task;
+    when it is done, ``wake()`` hands the request back to a worker, which finds this object in
+    the environ (``RESUMED``) and answers with the outcome through the same code as a
+    synchronous call (:meth:`FunctionApp._resume`). ``PYFUNC_TIMEOUT`` and a client hanging up
+    cancel the task: the handler sees ``asyncio.CancelledError``.
+    """
+
+    __slots__ = ("app", "environ", "fields", "started", "mode", "events", "calls", "context",
+                 "slots", "outcome", "task", "timer", "timed_out", "cancelled", "wake")
+
+    def __init__(self, app: FunctionApp, environ: dict[str, Any], fields: dict[str, Any], started: float,
+                 mode: Optional[str], events: list[Event], calls: list[tuple[Invocation, tuple[Any, ...],
+                                                                            dict[str, Any]]]) -> None:
+        self.app = app
+        self.environ = environ
+        self.fields = fields
+        self.started = started
+        self.mode = mode  # the request's content mode (None: an HTTP handler)
+        self.events = events
+        self.calls = calls  # (invocation, args, kwargs), in order: one per event of a batch
+        self.context = contextvars.copy_context()  # the request's log fields, as in a worker
+        self.slots: Any = None  # the PYFUNC_MAX_CONCURRENCY semaphore this holds a slot of
+        self.outcome: Optional[tuple[bool, Any]] = None  # (True, results) or (False, exception)
+        self.task: Any = None
+        self.timer: Any = None
+        self.timed_out = False
+        self.cancelled = False
+        self.wake: Optional[Callable[[], None]] = None
+
+    # On the worker that deferred it, after the channel parked the request.
+    def start(self, wake: Callable[[], None]) -> None:
+        self.wake = wake
+        self.environ[RESUMED] = self
+        self.app.async_runner().loop.call_soon_threadsafe(self._begin)
+
+    # On the event loop.
+    def _begin(self) -> None:
+        if self.cancelled:  # the client hung up before the task began
+            self._finish((False, None))
+            return
+        loop = self.app.async_runner().loop
+        self.task = self.context.run(loop.create_task, self.app.await_calls(self.calls))
+        self.calls = []  # the task holds them now, and lets go of them when it ends
+        if self.app.timeout:
+            self.timer = loop.call_later(self.app.timeout, self._time_out)
+        self.task.add_done_callback(self._done)
+
+    def _time_out(self) -> None:
+        self.timed_out = True
+        if self.task is not None:
+            self.task.cancel()
+
+    def _done(self, task: Any) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.task = self.timer = None
+        if self.timed_out:  # even if the handler swallowed the CancelledError: the time is up
+            self._finish((False, InvocationTimeout()))
+        elif task.cancelled():
+            import asyncio
+
+            self._finish((False, None if self.cancelled else asyncio.CancelledError()))
+        elif task.exception() is not None:
+            self._finish((False, task.exception()))
+        else:
+            self._finish((True, task.result()))
+
+    def _finish(self, outcome: tuple[bool, Any]) -> None:
+        self.outcome = outcome
+        wake, self.wake = self.wake, None
+        if wake is not None:
+            wake()
+
+    # Any thread (the loop thread of waitress when the connection closes).
+    def cancel(self) -> None:
+        if self.cancelled or self.outcome is not None:
+            return
+        self.cancelled = True
+        self.app.async_runner().loop.call_soon_threadsafe(self._cancel_task)
+
+    def _cancel_task(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    # On the worker that resumes it.
+    def release(self) -> None:
+        """Give back the concurrency slot and break the environ's cycle; the request is over."""
+        self.environ.pop(RESUMED, None)
+        slots, self.slots = self.slots, None
+        if slots is not None:
+            slots.release()
+
+    def abandon(self) -> None:
+        if self.slots is None and RESUMED not in self.environ:
+            return  # answered already
+        self.release()
+        logger.info("the client closed the connection before the answer; the invocation was %s",
+                    "cancelled" if self.cancelled else "finished")
+        if self.app.access_log:
+            token = logs.request_fields.set(self.fields)
+            try:
+                logs.access(self.environ["REQUEST_METHOD"], self.environ.get("PATH_INFO", ""), CLIENT_CLOSED,
+                            time.perf_counter() - self.started, self.fields)
+            finally:
+                logs.request_fields.reset(token)
 
 
 async def awaited(awaitable: Any) -> Any:
@@ -172,6 +398,23 @@ class FunctionApp:
         self.reply_mode = None if config.reply_mode == "auto" else config.reply_mode
         self.access_log = config.access_log
         self.debug = config.debug
+        # Set by the server when waitress can park a request (pyfunc._waitress.install_deferral):
+        # an async handler then holds no worker while it awaits. A handler in a Flask request
+        # context keeps its worker: the context is the worker thread's.
+        self.defers = False
+
+    def enable_deferral(self) -> bool:
+        """Answer ``async def`` invocations without a worker waiting; returns whether they will be."""
+        self.defers = self.is_async and not self.binder.needs_flask_context
+        return self.defers
+
+    def async_runner(self) -> AsyncRunner:
+        """The event loop of this app's coroutines, started on first use."""
+        if self._async is None:
+            with self._async_lock:
+                if self._async is None:
+                    self._async = AsyncRunner()
+        return self._async
 
     def enable_tracing(self) -> bool:
         """Wrap each invocation in an OpenTelemetry span if tracing is turned on (see ``tracing``).
@@ -184,11 +427,15 @@ class FunctionApp:
         self.tracing = tracing.from_environment(self.loaded.qualname)
         if self.tracing is not None:
             self._call = self.tracing.wrap(self._call)  # type: ignore[method-assign]
+            self._acall = self.tracing.wrap_async(self._acall)  # type: ignore[method-assign]
         return self.tracing is not None
 
     # ------------------------------------------------------------------ WSGI entry point
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        resumed = environ.get(RESUMED)
+        if resumed is not None:
+            return self._resume(resumed, environ, start_response)
         started = time.perf_counter()
         fields = {"request_id": environ.get("HTTP_X_REQUEST_ID") or logs.next_request_id()}
         token = logs.request_fields.set(fields)
@@ -207,7 +454,7 @@ class FunctionApp:
             # Every other path is the function's: Knative routes all of them to the container, and
             # a Trigger's subscriber URI may carry one. HTTP functions read it from req.path.
             elif method in ("POST", "GET", "HEAD"):
-                response = self.invoke(environ, fields)
+                response = self.invoke(environ, fields, started)
             elif method == "OPTIONS":
                 response = Response(200, [("Allow", ALLOW)], b"")
             else:
@@ -219,6 +466,38 @@ class FunctionApp:
             return result
         finally:
             logs.request_fields.reset(token)
+
+    def _resume(self, work: AsyncInvocation, environ: dict[str, Any],
+                start_response: Callable[..., Any]) -> Iterable[bytes]:
+        """Answer a deferred invocation whose handler finished, as ``__call__`` answers the others."""
+        fields = work.fields
+        token = logs.request_fields.set(fields)
+        try:
+            work.release()
+            response = self._answer(work)
+            streamed = isinstance(response, Response) and isinstance(response.body, AsyncChunks)
+            if not streamed:
+                result = self._send(response, environ, start_response)
+            if self.access_log:  # like a sync generator's: when the stream begins
+                logs.access(environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""), _status_of(response),
+                            time.perf_counter() - work.started, fields)
+            if streamed:
+                self._stream(response, environ, start_response)  # raises Deferred
+            return result
+        finally:
+            logs.request_fields.reset(token)
+
+    def _stream(self, response: Response, environ: dict[str, Any], start_response: Callable[..., Any]) -> None:
+        """Send an async generator's items from the event loop: no worker waits between them.
+
+        The head is sent now; then the request is parked again (Deferred) while the loop sends
+        each item, and a worker comes back only to end the response (pyfunc._waitress.StreamSink).
+        """
+        body = response.body
+        assert isinstance(body, AsyncChunks)
+        write = start_response(response.status_line, response.headers)
+        write(b"")  # the head: status and headers go out before the first item is produced
+        raise Deferred(AsyncStream(self, environ, StreamSink(write), body))
 
     def _send(self, response: Any, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if not isinstance(response, Response):  # a werkzeug/flask Response: it is a WSGI app
@@ -256,21 +535,31 @@ class FunctionApp:
 
     # ------------------------------------------------------------------ invocation
 
-    def invoke(self, environ: dict[str, Any], fields: dict[str, Any]) -> Any:
-        if self._slots is not None and not self._slots.acquire(blocking=False):
+    def invoke(self, environ: dict[str, Any], fields: dict[str, Any], started: float = 0.0) -> Any:
+        slots = self._slots
+        if slots is not None and not slots.acquire(blocking=False):
             return problem(429, "too-many-requests",
                            f"more than {self.config.max_concurrency} invocations in progress")
         try:
             if self.binder.needs_flask_context:
                 return self._invoke_in_flask(environ, fields)
             wants_body = self.binder.needs_event or self.binder.needs_body
+            request = None
             if self._request_class is not None:
                 request = self._request_class(environ)
-                return self._handle(environ, request.get_data(cache=True) if wants_body else b"", request, fields)
-            return self._handle(environ, _read_body(environ) if wants_body else b"", None, fields)
+                body = request.get_data(cache=True) if wants_body else b""
+            else:
+                body = _read_body(environ) if wants_body else b""
+            if self.defers:
+                self._defer(environ, body, request, fields, started)  # raises Deferred unless refused
+            return self._handle(environ, body, request, fields)
+        except Deferred as deferred:
+            work: Any = deferred.work
+            work.slots, slots = slots, None  # the slot is the invocation's until it is answered
+            raise
         finally:
-            if self._slots is not None:
-                self._slots.release()
+            if slots is not None:
+                slots.release()
 
     def _invoke_in_flask(self, environ: dict[str, Any], fields: dict[str, Any]) -> Any:
         with self.flask_app.request_context(environ) as ctx:
@@ -291,7 +580,7 @@ class FunctionApp:
         fields["trace_id"] = logs.trace_id(environ.get("HTTP_TRACEPARENT"))  # set before decoding: 400s too
         try:
             if not self.binder.needs_event:
-                return http_response(self._call(Invocation(environ, body, None, request)))
+                return http_response(self._call(Invocation(environ, body, None, request)), self._iterate)
             mode, events = codec.decode_request(environ, body)
             if mode == BATCH:
                 return self._handle_batch(environ, body, request, events)
@@ -300,22 +589,93 @@ class FunctionApp:
             fields.update(ce_id=attrs.get("id"), ce_type=attrs.get("type"), ce_source=attrs.get("source"))
             if fields["trace_id"] is None:  # the transport's traceparent (the caller) wins, as for the span
                 fields["trace_id"] = logs.trace_id(attrs.get("traceparent"))
-            result = self._call(Invocation(environ, body, event, request))
-            if is_werkzeug_response(result):
-                return result
-            reply = reply_event(result)
-            if reply is None:
-                return NO_REPLY
-            attributes = self._complete(reply[0], event, environ)
-            return self._encode(self.reply_mode or mode, [(attributes, reply[1])])
-        except RequestError as exc:
+            return self._event_reply(mode, event, self._call(Invocation(environ, body, event, request)), environ)
+        except BaseException as exc:  # noqa: B036 - a handler's SystemExit must not end the server
+            return self._failed(exc)
+
+    def _event_reply(self, mode: str, event: Event, result: Any, environ: dict[str, Any]) -> Any:
+        if is_werkzeug_response(result):
+            return result
+        reply = reply_event(result)
+        if reply is None:
+            return NO_REPLY
+        attributes = self._complete(reply[0], event, environ)
+        return self._encode(self.reply_mode or mode, [(attributes, reply[1])])
+
+    def _defer(self, environ: dict[str, Any], body: bytes, request: Any, fields: dict[str, Any],
+               started: float) -> None:
+        """Decode and bind here, then raise Deferred: the handler runs on the event loop.
+
+        Returns (and ``_handle`` answers) when decoding or binding refuses the request.
+        """
+        fields["trace_id"] = logs.trace_id(environ.get("HTTP_TRACEPARENT"))  # set before decoding: 400s too
+        mode: Optional[str] = None
+        events: list[Event] = []
+        try:
+            if not self.binder.needs_event:
+                invocations = [Invocation(environ, body, None, request)]
+            else:
+                mode, events = codec.decode_request(environ, body)
+                if mode != BATCH:
+                    attrs = events[0].attributes
+                    fields.update(ce_id=attrs.get("id"), ce_type=attrs.get("type"), ce_source=attrs.get("source"))
+                    if fields["trace_id"] is None:
+                        fields["trace_id"] = logs.trace_id(attrs.get("traceparent"))
+                invocations = [Invocation(environ, body, event, request) for event in events]
+            calls = []
+            for inv in invocations:
+                args, kwargs = self.binder.arguments(inv)
+                calls.append((inv, tuple(args), kwargs))
+        except Exception:  # noqa: BLE001 - _handle decodes and binds again, and answers the 400/415/500
+            return
+        raise Deferred(AsyncInvocation(self, environ, fields, started, mode, events, calls))
+
+    def _answer(self, work: AsyncInvocation) -> Any:
+        """The response to a deferred invocation, from its outcome: what ``_handle`` would answer."""
+        try:
+            outcome = work.outcome
+            if outcome is None or not outcome[0]:
+                error = outcome[1] if outcome is not None else None
+                if error is None:
+                    import asyncio
+
+                    error = asyncio.CancelledError()
+                raise error
+            results = outcome[1]
+            environ = work.environ
+            if work.mode is None:
+                return http_response(results[0], self.async_runner().iterate)
+            if work.mode != BATCH:
+                return self._event_reply(work.mode, work.events[0], results[0], environ)
+            replies = []
+            for event, result in zip(work.events, results):
+                reply = reply_event(result)
+                if reply is not None:
+                    replies.append((self._complete(reply[0], event, environ), reply[1]))
+            return self._encode(self.reply_mode or BATCH, replies)
+        except BaseException as exc:  # noqa: B036 - as in _handle
+            return self._failed(exc)
+
+    async def await_calls(self, calls: list[tuple[Invocation, tuple[Any, ...], dict[str, Any]]]) -> list[Any]:
+        """Each call in order, on the event loop: one for a request, one per event of a batch."""
+        return [await self._acall(inv, args, kwargs) for inv, args, kwargs in calls]
+
+    async def _acall(self, inv: Invocation, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        result = self.function(*args, **kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    def _failed(self, exc: BaseException) -> Any:
+        """The answer to an invocation that raised ``exc`` (or to a request refused before it)."""
+        if isinstance(exc, RequestError):
             logger.info("rejected request: %s: %s", exc.reason, exc.detail)
             extra: dict[str, Any] = {"errors": exc.errors} if exc.errors else {}
             return problem(exc.status, exc.reason, exc.detail, **extra)
-        except InvocationTimeout:
+        if isinstance(exc, InvocationTimeout):
             logger.error("invocation timed out after %ss", self.config.timeout)
             return problem(504, "timeout", f"the function did not finish within {self.config.timeout}s")
-        except InvalidReply as exc:
+        if isinstance(exc, InvalidReply):
             # The detail is pyfunc's own description of the reply's shape; the exception behind
             # it (say, json's TypeError) goes only to the log, and to the body with PYFUNC_DEBUG.
             cause = exc.__cause__
@@ -323,21 +683,20 @@ class FunctionApp:
                          f" ({_exception_text(cause)})" if cause is not None else "")
             extra = {"exception": _exception_text(cause)} if self.debug and cause is not None else {}
             return problem(500, "invalid-reply", str(exc), **extra)
-        except BaseException as exc:  # noqa: B036 - a handler's SystemExit must not end the server
-            http_exception = _http_exception_response(exc)
-            if http_exception is not None:
-                return http_exception
-            # Even GeneratorExit: _handle is no generator, so it can only come from the handler, and
-            # re-raised it left the connection hanging with no response (waitress only logs it).
-            logger.error("%s raised %s", self.loaded.qualname, type(exc).__name__, exc_info=exc)
-            # A 500 body names no exception class or message: either can carry internals (paths,
-            # SQL, keys) to whoever sent the request. The log has the traceback; PYFUNC_DEBUG
-            # puts class and message in the body for local use.
-            if self.debug:
-                return problem(500, "function-error",
-                               f"the function raised {_exception_text(exc)}; the traceback is in the log",
-                               exception=_exception_text(exc))
-            return problem(500, "function-error", "the function raised an exception; the traceback is in the log")
+        http_exception = _http_exception_response(exc)
+        if http_exception is not None:
+            return http_exception
+        # Even GeneratorExit: _handle is no generator, so it can only come from the handler, and
+        # re-raised it left the connection hanging with no response (waitress only logs it).
+        logger.error("%s raised %s", self.loaded.qualname, type(exc).__name__, exc_info=exc)
+        # A 500 body names no exception class or message: either can carry internals (paths,
+        # SQL, keys) to whoever sent the request. The log has the traceback; PYFUNC_DEBUG
+        # puts class and message in the body for local use.
+        if self.debug:
+            return problem(500, "function-error",
+                           f"the function raised {_exception_text(exc)}; the traceback is in the log",
+                           exception=_exception_text(exc))
+        return problem(500, "function-error", "the function raised an exception; the traceback is in the log")
 
     def _handle_batch(self, environ: dict[str, Any], body: bytes, request: Any, events: list[Event]) -> Any:
         """binding §3.3: one call per event, in order; the replies go back as one batch."""
@@ -390,11 +749,11 @@ class FunctionApp:
         return result
 
     def _run_async(self, awaitable: Any, timeout: Optional[float]) -> Any:
-        if self._async is None:
-            with self._async_lock:
-                if self._async is None:
-                    self._async = AsyncRunner()
-        return self._async.run(awaitable, timeout)
+        return self.async_runner().run(awaitable, timeout)
+
+    def _iterate(self, iterator: Any) -> Iterable[Any]:
+        """An async iterator a handler returned, as a streamed body (see AsyncRunner.iterate)."""
+        return self.async_runner().iterate(iterator)
 
 
 # ---------------------------------------------------------------------- helpers

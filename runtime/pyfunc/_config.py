@@ -78,8 +78,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("port", "PORT", "--port", 8080, _positive_int, "TCP port to listen on (Knative sets PORT)"),
     Setting("host", "PYFUNC_HOST", "--host", "0.0.0.0", str, "address to listen on"),
     Setting("threads", "PYFUNC_THREADS", "--threads", 8, _positive_int,
-            "worker threads serving requests (waitress threads)"),
-    Setting("connection_limit", "PYFUNC_CONNECTION_LIMIT", "--connection-limit", 128, _positive_int,
+            "worker threads always kept (the pool's core); enough for CPU-bound handlers"),
+    Setting("max_threads", "PYFUNC_MAX_THREADS", "--max-threads", 256, _positive_int,
+            "most worker threads: the pool grows past PYFUNC_THREADS while its workers are blocked "
+            "(sync handlers waiting on I/O) and requests wait; async handlers hold none while they await"),
+    Setting("thread_idle_timeout", "PYFUNC_THREAD_IDLE_TIMEOUT", "--thread-idle-timeout", 30.0,
+            _non_negative_float, "seconds a worker beyond PYFUNC_THREADS may stay idle before it ends"),
+    Setting("connection_limit", "PYFUNC_CONNECTION_LIMIT", "--connection-limit", 1024, _positive_int,
             "open connections accepted at once; further ones wait in the listen backlog"),
     Setting("backlog", "PYFUNC_BACKLOG", "--backlog", 1024, _positive_int, "listen backlog"),
     Setting("max_body_size", "PYFUNC_MAX_BODY_SIZE", "--max-body-size", 10 << 20, _size,
@@ -134,7 +139,9 @@ class Config:
     port: int = 8080
     host: str = "0.0.0.0"
     threads: int = 8
-    connection_limit: int = 128
+    max_threads: int = 256
+    thread_idle_timeout: float = 30.0
+    connection_limit: int = 1024
     backlog: int = 1024
     max_body_size: int = 10 << 20
     max_header_size: int = 64 << 10

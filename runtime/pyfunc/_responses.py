@@ -18,7 +18,7 @@ import json
 import logging
 import re
 from http import HTTPStatus
-from typing import Any, Callable, Iterable, Optional, Union
+from typing import Any, AsyncIterator, Callable, Iterable, Iterator, Optional, Union
 
 from . import _codec as codec
 from ._errors import InvalidReply
@@ -68,7 +68,7 @@ def is_werkzeug_response(value: Any) -> bool:
     return type(value).__module__.startswith(("flask", "werkzeug")) and hasattr(value, "get_wsgi_response")
 
 
-def http_response(result: Any) -> Any:
+def http_response(result: Any, iterate_async: Optional[Callable[[Any], Iterable[Any]]] = None) -> Any:
     """An HTTP handler's return value as a response: Flask's ``make_response`` rules, without Flask.
 
     The return value may be any of:
@@ -83,6 +83,9 @@ def http_response(result: Any) -> Any:
         JSON too (not in Flask, whose ``make_response`` refuses them).
     a generator or any other iterator
         Streamed: each ``str`` item is sent UTF-8 encoded, each ``bytes`` item as is.
+    an async generator or any other async iterator
+        Streamed the same way, each item sent as soon as it is produced; it runs on the
+        event loop of ``async def`` handlers (``iterate_async`` turns it into an iterator).
     ``None``
         An empty 200 (0.1.0 did this; Flask raises instead).
     a ``flask.Response`` / ``werkzeug.Response``
@@ -130,7 +133,7 @@ def http_response(result: Any) -> Any:
             for name, value in items:
                 result.headers.add(name, value)
             return result
-    response = _body_response(result)
+    response = _body_response(result, iterate_async)
     if status is not None:
         response.status, response.reason = _status(status)
     if extra_headers:
@@ -147,7 +150,7 @@ def _is_headers(value: Any) -> bool:
     return type(value).__module__.startswith("werkzeug") and hasattr(value, "getlist")
 
 
-def _body_response(result: Any) -> Any:
+def _body_response(result: Any, iterate_async: Optional[Callable[[Any], Iterable[Any]]] = None) -> Any:
     if result is None:
         return Response(200, [("Content-Type", HTML)], b"")
     if isinstance(result, str):
@@ -158,6 +161,8 @@ def _body_response(result: Any) -> Any:
         return Response(200, [("Content-Type", JSON)], codec.dump_json(result))
     if hasattr(result, "__iter__") and hasattr(result, "__next__"):
         return Response(200, [("Content-Type", HTML)], _encoded_chunks(result))
+    if iterate_async is not None and hasattr(result, "__aiter__") and hasattr(result, "__anext__"):
+        return Response(200, [("Content-Type", HTML)], AsyncChunks(result, iterate_async))
     if callable(result):  # Flask: "the function is called as a WSGI application"
         return WsgiReply(result)
     raise InvalidReply(
@@ -217,6 +222,44 @@ def _is_model(value: Any) -> bool:
     return (dataclasses.is_dataclass(value) and not isinstance(value, type)) or callable(
         getattr(value, "model_dump", None)
     )
+
+
+class AsyncChunks:
+    """A streamed body from an async iterator.
+
+    Iterated (``for``), a worker thread pulls each item from the event loop (``iterate``);
+    the app can instead send it from the event loop itself, with :meth:`encoded`, so that no
+    worker waits between items (FunctionApp._stream).
+    """
+
+    __slots__ = ("iterator", "iterate")
+
+    def __init__(self, iterator: Any, iterate: Callable[[Any], Iterable[Any]]) -> None:
+        self.iterator = iterator
+        self.iterate = iterate
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(_encoded_chunks(self.iterate(self.iterator)))
+
+    async def encoded(self) -> AsyncIterator[bytes]:
+        """The items as bytes, on the event loop; the iterator is closed however this ends."""
+        iterator = self.iterator
+        try:
+            async for chunk in iterator:
+                yield _encoded(chunk)
+        finally:
+            close = getattr(iterator, "aclose", None)
+            if close is not None:
+                await close()
+
+
+def _encoded(chunk: Any) -> bytes:
+    if isinstance(chunk, str):
+        return chunk.encode("utf-8")
+    if isinstance(chunk, (bytes, bytearray, memoryview)):
+        return bytes(chunk)
+    # bytes(5) would send five NUL bytes: refuse (mid-stream, waitress closes the connection)
+    raise InvalidReply(f"a streamed response yielded a {type(chunk).__name__}; yield str or bytes")
 
 
 def _encoded_chunks(chunks: Iterable[Any]) -> Iterable[bytes]:

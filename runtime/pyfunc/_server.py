@@ -86,8 +86,11 @@ class Server:
         self._stopping = threading.Event()
         self._hurry = threading.Event()  # a second signal: stop waiting for in-flight requests
         self._stopped = threading.Event()
+        raise_open_files_limit(config.connection_limit)
         self.waitress = create_server(
             app,
+            # An elastic pool (PYFUNC_MAX_THREADS) or, when it cannot be had, waitress's own.
+            _dispatcher=_waitress.thread_pool(config.threads, config.max_threads, config.thread_idle_timeout),
             host=config.host,
             port=config.port,
             threads=config.threads,
@@ -118,6 +121,8 @@ class Server:
             if self.loop is not None and flush_access_lines is not None:
                 self.loop.before_wait.append(flush_access_lines)
         _waitress.install_refusals(self.waitress, answerer(getattr(app, "access_log", config.access_log)))
+        if getattr(app, "is_async", False) and _waitress.install_deferral(self.waitress):
+            app.enable_deferral()
         if config.receive_timeout:
             _waitress.enforce_receive_deadline(self.waitress, config.receive_timeout)
 
@@ -189,6 +194,35 @@ class Server:
 # The entries of waitress's socket map that are not client connections: the listener, the trigger.
 WAITRESS_OWN_DISPATCHERS = 2
 
+# Files the process needs open besides its connections: the listener, the trigger's pipe, the
+# epoll fd, the asyncio loop's own, logs, the handler's files and clients (some to spare).
+OTHER_OPEN_FILES = 128
+
+
+def raise_open_files_limit(connections: int) -> None:
+    """Raise the soft limit on open files so ``connections`` sockets fit (up to the hard limit).
+
+    A container's soft limit is often 1024 (the hard one much higher): with the default
+    PYFUNC_CONNECTION_LIMIT of 1024 ``accept()`` would fail with EMFILE before the limit.
+    """
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return
+    wanted = connections + OTHER_OPEN_FILES
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY or soft >= wanted:
+            return
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        if target > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        if target < wanted:
+            logger.warning("the open files limit (%d) is below PYFUNC_CONNECTION_LIMIT + %d; connections "
+                           "beyond about %d will fail", hard, OTHER_OPEN_FILES, target - OTHER_OPEN_FILES)
+    except (OSError, ValueError) as exc:
+        logger.warning("could not raise the open files limit: %s", exc)
+
 # Seconds a connection accepted before the drain may stay silent before it is closed.
 NEW_CONNECTION_GRACE = 2.0
 
@@ -255,9 +289,10 @@ def serve(config: Config) -> int:
     if isinstance(app, FunctionApp):
         app.enable_tracing()  # after start(), which may have installed a tracer provider
     logger.info(
-        "serving %s from %s on http://%s:%d (%d threads)",
+        "serving %s from %s on http://%s:%d (%d-%d threads)",
         loaded.qualname if loaded else "nothing (load error)",
         os.path.abspath(config.directory), config.host, server.port, config.threads,
+        max(config.threads, config.max_threads),
     )
     server.serve_forever()
     if loaded is not None:

@@ -28,9 +28,10 @@ differ, the extension's context (where the event was created) becomes a span lin
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Awaitable, Callable, Iterator, Mapping, Optional
 
 from . import __version__
 from . import _logs as logs
@@ -146,56 +147,74 @@ class Tracing:
 
     def wrap(self, call: Callable[[Any], Any]) -> Callable[[Any], Any]:
         """``call`` (``FunctionApp._call``) inside a span for the invocation it is given."""
-        trace = self._trace
-        tracer = self.tracer
-        server = trace.SpanKind.SERVER
+        span = self.span
 
         def traced(inv: Any) -> Any:
-            environ = inv.environ
-            event = inv.event
-            attrs = event.attributes if event is not None else {}
-            header = environ.get("HTTP_TRACEPARENT")
-            extension = attrs.get("traceparent")
-            if header:
-                carrier = {"traceparent": header, "tracestate": environ.get("HTTP_TRACESTATE", "")}
-            elif extension:
-                carrier = {"traceparent": extension, "tracestate": attrs.get("tracestate", "")}
-            else:
-                carrier = {}
-            if environ.get("HTTP_BAGGAGE"):
-                carrier["baggage"] = environ["HTTP_BAGGAGE"]
-            parent = self._extract(carrier) if carrier else None
-            links = []
-            if header and extension and extension != header:
-                created = trace.get_current_span(
-                    self._tracecontext.extract({"traceparent": extension})).get_span_context()
-                if created.is_valid:
-                    links.append(trace.Link(created))
-            if event is not None:
-                name = f"CloudEvents Process {attrs.get('type')}"
-                attributes = {
-                    "cloudevents.event_id": attrs.get("id"),
-                    "cloudevents.event_source": attrs.get("source"),
-                    "cloudevents.event_type": attrs.get("type"),
-                    "cloudevents.event_spec_version": attrs.get("specversion"),
-                    "faas.trigger": "pubsub",
-                }
-                if attrs.get("subject") is not None:
-                    attributes["cloudevents.event_subject"] = attrs["subject"]
-            else:
-                name = f"{environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO') or '/'}"
-                attributes = {"faas.trigger": "http"}
-            attributes["http.request.method"] = environ.get("REQUEST_METHOD")
-            with tracer.start_as_current_span(name, context=parent, kind=server, attributes=attributes,
-                                              links=links) as span:
-                fields = logs.request_fields.get()
-                if fields is not None:  # the log lines of this request join up with the span
-                    context = span.get_span_context()
-                    fields["trace_id"] = format(context.trace_id, "032x")
-                    fields["span_id"] = format(context.span_id, "016x")
+            with span(inv):
                 return call(inv)
 
         return traced
+
+    def wrap_async(self, call: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        """``call(inv, ...)`` (``FunctionApp._acall``, a coroutine function) inside the span of ``inv``,
+        opened on the event loop so that the handler's own spans are its children."""
+        span = self.span
+
+        async def traced(inv: Any, *rest: Any) -> Any:
+            with span(inv):
+                return await call(inv, *rest)
+
+        return traced
+
+    @contextlib.contextmanager
+    def span(self, inv: Any) -> Iterator[Any]:
+        """The current span of one invocation, its log lines joined up with it."""
+        trace = self._trace
+        tracer = self.tracer
+        server = trace.SpanKind.SERVER
+        environ = inv.environ
+        event = inv.event
+        attrs = event.attributes if event is not None else {}
+        header = environ.get("HTTP_TRACEPARENT")
+        extension = attrs.get("traceparent")
+        if header:
+            carrier = {"traceparent": header, "tracestate": environ.get("HTTP_TRACESTATE", "")}
+        elif extension:
+            carrier = {"traceparent": extension, "tracestate": attrs.get("tracestate", "")}
+        else:
+            carrier = {}
+        if environ.get("HTTP_BAGGAGE"):
+            carrier["baggage"] = environ["HTTP_BAGGAGE"]
+        parent = self._extract(carrier) if carrier else None
+        links = []
+        if header and extension and extension != header:
+            created = trace.get_current_span(
+                self._tracecontext.extract({"traceparent": extension})).get_span_context()
+            if created.is_valid:
+                links.append(trace.Link(created))
+        if event is not None:
+            name = f"CloudEvents Process {attrs.get('type')}"
+            attributes = {
+                "cloudevents.event_id": attrs.get("id"),
+                "cloudevents.event_source": attrs.get("source"),
+                "cloudevents.event_type": attrs.get("type"),
+                "cloudevents.event_spec_version": attrs.get("specversion"),
+                "faas.trigger": "pubsub",
+            }
+            if attrs.get("subject") is not None:
+                attributes["cloudevents.event_subject"] = attrs["subject"]
+        else:
+            name = f"{environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO') or '/'}"
+            attributes = {"faas.trigger": "http"}
+        attributes["http.request.method"] = environ.get("REQUEST_METHOD")
+        with tracer.start_as_current_span(name, context=parent, kind=server, attributes=attributes,
+                                          links=links) as span:
+            fields = logs.request_fields.get()
+            if fields is not None:  # the log lines of this request join up with the span
+                context = span.get_span_context()
+                fields["trace_id"] = format(context.trace_id, "032x")
+                fields["span_id"] = format(context.span_id, "016x")
+            yield span
 
     def shutdown(self) -> None:
         """Export what is still buffered; shut the provider down if pyfunc made it."""

@@ -31,8 +31,32 @@ when any of this stops being true. Relied on, and why:
   ``handle_close()``; ``task_dispatcher.lock/queue/active_count/shutdown()``;
   ``trigger.pull_trigger(thunk)``; ``set_socket_options``, ``fix_addr``, ``del_channel``.
 
+- Deferred invocations (an ``async def`` handler releases its worker while it awaits):
+  ``HTTPChannel.service`` lets a ``BaseException`` that is not an ``Exception`` through before
+  it pops ``requests[0]`` or writes anything (it catches ``ClientDisconnected`` and
+  ``Exception`` only), and so do ``Task.service`` (``OSError`` only) and ``WSGITask.execute``
+  (the app is called before its ``try``); ``WSGITask.get_environment`` returns a cached
+  ``self.environ``; ``received`` calls ``server.add_task(channel)`` only when ``requests`` was
+  empty, so a channel whose ``requests[0]`` is parked is dispatched by nobody but pyfunc;
+  ``readable()``, ``handle_close()`` (also what a read of EOF calls), ``connected``,
+  ``server.add_task(task)`` (any object with ``service()`` and ``cancel()``).
+- Streams sent from the event loop (``StreamSink``): ``channel.service`` makes its task with
+  ``self.task_class(self, request)`` (so ``ResumableTask.__new__`` can hand back the stream's
+  own task), ``Task.service`` runs ``start()``, ``execute()``, ``finish()`` (which writes the
+  last chunk), ``Task.write(data)`` frames chunks and calls ``channel.write_soon``, which only
+  waits when ``total_outbufs_len`` is over ``adj.outbuf_high_watermark`` (the sink sends only
+  under it) and flushes at once (``adj.send_bytes`` is 1 unless set); ``handle_write()``
+  flushes on the I/O loop.
+- The elastic pool: ``ThreadedTaskDispatcher`` keeps ``threads`` (a set of numbers), ``queue``,
+  ``lock``, ``queue_cv``, ``thread_exit_cv``, ``active_count``, ``stop_count``;
+  ``create_server(_dispatcher=)`` uses the given dispatcher (and leaves its thread count alone);
+  ``shutdown()`` calls ``set_thread_count(0)`` and waits on ``thread_exit_cv`` for ``threads``
+  to empty.
+
 When the loop's part of the contract does not hold at startup, :func:`install_loop` logs one
-warning and leaves waitress on its own loop: slower, but serving.
+warning and leaves waitress on its own loop: slower, but serving. When the deferral's part does
+not hold, :func:`install_deferral` logs one warning and ``async def`` handlers hold their worker
+while they await, as they used to (the elastic pool then still serves them concurrently).
 """
 
 from __future__ import annotations
@@ -50,7 +74,7 @@ from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
 from waitress.receiver import ChunkedReceiver
 from waitress.server import BaseWSGIServer
-from waitress.task import ErrorTask, WSGITask
+from waitress.task import ErrorTask, ThreadedTaskDispatcher, WSGITask
 from waitress.utilities import RequestEntityTooLarge
 
 logger = logging.getLogger("pyfunc")
@@ -436,7 +460,7 @@ def finish_tasks(server: Any, timeout: float) -> None:
 
 
 def _closing_task_class() -> type:
-    class ClosingTask(WSGITask):
+    class ClosingTask(ResumableTask):
         """A waitress task whose response closes the connection: sent while draining."""
 
         def build_response_header(self) -> bytes:
@@ -517,3 +541,459 @@ def close_everything(server: Any) -> None:
         except Exception:  # noqa: BLE001 - best effort on the way out
             pass
         server._map.pop(fd, None)
+
+
+# ------------------------------------------------------------------------------------ deferred invocations
+# An async handler's request is served in two short hops on worker threads, and none in between:
+#
+# 1. A worker runs the app as usual; the app decodes and binds the request, then raises
+#    Deferred(work). It passes through waitress's task and channel (a BaseException that is not
+#    an Exception), so nothing is written and the request stays at the head of
+#    channel.requests: pipelined requests wait behind it, as behind any request in service.
+#    The channel notes the work, then calls work.start(wake) and the worker is free.
+# 2. When the work is done, wake() (on any thread) dispatches the channel again; its service()
+#    runs waitress's own service once more, whose task is given the request's environ: the
+#    app finds the finished work there and answers as it would have at once (same encoding,
+#    status codes, access line). waitress then pops the request and goes on with the next.
+#
+# While the request is parked the connection stays readable, so a client that hangs up is seen
+# at once (EOF or a reset reaches handle_close) and the work is cancelled.
+
+
+class DeferredWork(Protocol):
+    """What the app hands the channel in :class:`Deferred` (app.AsyncInvocation)."""
+
+    environ: dict[str, Any]
+
+    def start(self, wake: Callable[[], None]) -> None:
+        """Begin; call ``wake()`` once, from any thread, when the request can be answered."""
+
+    def cancel(self) -> None:
+        """The client went away: stop the work (any thread; idempotent; also after it finished)."""
+
+    def abandon(self) -> None:
+        """Finished, but there is nobody to answer: release what the request holds."""
+
+
+class Deferred(BaseException):  # noqa: N818 - a signal, not an error
+    """Raised by the app inside a waitress task: "answer this request later, release the worker".
+
+    A BaseException and not an Exception, so that waitress's ``channel.service`` (which turns an
+    Exception into a 500) lets it through before writing anything or popping the request.
+    """
+
+    def __init__(self, work: DeferredWork) -> None:
+        super().__init__()
+        self.work = work
+
+
+class ResumableTask(WSGITask):
+    """waitress's WSGI task, given the environ of a request it resumes (the app finds its work in it),
+    or the very task of a stream sent from the event loop, come back to finish it."""
+
+    pyfunc_streamed = False  # its stream was sent by a StreamSink: execute() has nothing left to do
+    pyfunc_error: Optional[BaseException] = None  # how that stream failed, if it did
+
+    def __new__(cls, channel: Any, request: Any) -> Any:
+        task = getattr(channel, "pyfunc_task", None)
+        if task is not None:  # waitress's service() makes "a new task": it gets the stream's own
+            channel.pyfunc_task = None
+            return task
+        return super().__new__(cls)
+
+    def __init__(self, channel: Any, request: Any) -> None:
+        if not self.pyfunc_streamed:  # a returning stream task keeps its state (headers written)
+            super().__init__(channel, request)
+
+    def execute(self) -> None:
+        if self.pyfunc_streamed:
+            # The stream is sent; finish() ends it (the last chunk) and waitress goes on as after
+            # any response. A stream that failed midway closes the connection, as a generator
+            # failing under waitress does.
+            self.pyfunc_streamed = False
+            error, self.pyfunc_error = self.pyfunc_error, None
+            if error is not None:
+                raise error
+            return
+        super().execute()
+
+    def get_environment(self) -> Any:
+        channel: Any = self.channel
+        environ = getattr(channel, "pyfunc_resume", None)  # a channel of install_deferral's
+        if environ is not None:
+            channel.pyfunc_resume = None
+            self.environ = environ
+            return environ
+        return super().get_environment()
+
+
+class StreamSink:
+    """Sends a streamed body from the event loop thread, through the waitress task that began it.
+
+    The app starts the response in a worker (``write = start_response(...)``, ``write(b"")``
+    sends the head), then raises ``Deferred`` with a work holding this sink: the request stays
+    parked while the event loop calls :meth:`send` for each chunk. :meth:`send` never blocks
+    on the client: the app sends only while :meth:`room` (waitress's ``outbuf_high_watermark``)
+    and otherwise waits, on the loop, for :meth:`when_room`'s callback, which the channel calls
+    from the I/O loop once it has flushed below the watermark (or the connection closed). When
+    the work wakes the channel, its task comes back (``ResumableTask``) to write the last chunk.
+    """
+
+    def __init__(self, write: Callable[[bytes], Any]) -> None:
+        bound: Any = write  # a waitress Task's bound write method
+        self.task: Any = bound.__self__
+        self.channel: Any = self.task.channel
+        self.high_watermark: int = self.channel.adj.outbuf_high_watermark
+        self.error: Optional[BaseException] = None  # set by the app when the stream failed
+
+    def open(self) -> bool:
+        return bool(self.channel.connected)
+
+    def room(self) -> bool:
+        """Whether a chunk can be sent now without waiting for the client."""
+        return bool(self.channel.total_outbufs_len <= self.high_watermark)
+
+    def send(self, data: bytes) -> None:
+        """Queue ``data`` (chunk-framed by the task); raises ``ClientDisconnected`` once the client left."""
+        _serving.channel = self.channel  # the wake-up write_soon may pull notes this connection
+        try:
+            self.task.write(data)
+        finally:
+            _serving.channel = None
+
+    def when_room(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (on the I/O loop thread) once :meth:`room` or the connection closed."""
+        self.channel.pyfunc_drained = callback
+        # The flush may have happened already, or the loop may not be watching for writes now.
+        _serving.channel = self.channel
+        try:
+            self.channel.server.pull_trigger()
+        finally:
+            _serving.channel = None
+
+
+class _DeferringChannel(HTTPChannel):
+    """A channel that can park the request at its head while the app's work goes on elsewhere."""
+
+    task_class = ResumableTask
+    pyfunc_work: Optional[DeferredWork] = None  # the work the parked request waits for
+    pyfunc_resume: Optional[dict[str, Any]] = None  # the environ the next task resumes
+    pyfunc_task: Optional[ResumableTask] = None  # the stream task the next service finishes
+    pyfunc_drained: Optional[Callable[[], None]] = None  # a StreamSink waiting for room
+
+    def service(self) -> None:
+        work = self.pyfunc_work
+        if work is not None:  # dispatched again by wake(): the work is done
+            self.pyfunc_work = None
+            sink: Optional[StreamSink] = getattr(work, "sink", None)
+            if sink is not None:  # a stream: its task writes the last chunk
+                sink.task.pyfunc_streamed = True
+                sink.task.pyfunc_error = sink.error
+                self.pyfunc_task = sink.task
+            elif self.connected:
+                self.pyfunc_resume = work.environ
+            else:  # waitress's service only closes up; the app never sees the request again
+                work.abandon()
+        try:
+            super().service()
+        except Deferred as deferred:
+            self._park(deferred.work)
+            return
+        if work is not None and (self.pyfunc_resume is not None or self.pyfunc_task is not None):
+            # The client hung up between the check above and waitress's own: no task ran.
+            self.pyfunc_resume = self.pyfunc_task = None
+            work.abandon()
+
+    def _park(self, work: DeferredWork) -> None:
+        self.pyfunc_work = work
+        # readable() changed (a parked channel watches for a hang-up): wake the loop, noting
+        # this connection (install_loop's pull_trigger reads _serving.channel).
+        _serving.channel = self
+        try:
+            self.server.pull_trigger()
+        finally:
+            _serving.channel = None
+        work.start(self._wake)
+        if not self.connected:  # hung up before the work was noted: handle_close saw no work
+            work.cancel()
+
+    def _wake(self) -> None:
+        server: Any = self.server  # add_task takes any object with service() and cancel()
+        server.add_task(self)
+
+    def readable(self) -> bool:
+        if self.pyfunc_work is not None:
+            # Read while parked, so EOF is seen; at most one pipelined request is read ahead.
+            return not (self.will_close or self.close_when_flushed or self.total_outbufs_len
+                        or len(self.requests) > 1)
+        return bool(super().readable())
+
+    def handle_write(self) -> None:
+        super().handle_write()
+        drained = self.pyfunc_drained
+        if drained is not None and (not self.connected or self.total_outbufs_len <= self.adj.outbuf_high_watermark):
+            self.pyfunc_drained = None
+            drained()
+
+    def handle_close(self) -> None:
+        super().handle_close()
+        work = self.pyfunc_work  # read after connected became False (see _park)
+        if work is not None:
+            work.cancel()
+        drained, self.pyfunc_drained = self.pyfunc_drained, None
+        if drained is not None:
+            drained()
+
+
+def _source(function: Any) -> str:
+    try:
+        return inspect.getsource(function)
+    except (OSError, TypeError):
+        return ""
+
+
+def deferral_contract_problems(server: Any) -> list[str]:
+    """What deferred invocations rely on (see the contract above); [] when all holds."""
+    service = _source(HTTPChannel.service)
+    task_service = _source(ErrorTask.service)
+    execute = _source(WSGITask.execute)
+    environment = _source(WSGITask.get_environment)
+    received = _source(HTTPChannel.received)
+    checks = [
+        _has(HTTPChannel, "service", ("self",)),
+        _has(HTTPChannel, "readable", ("self",)),
+        _has(HTTPChannel, "handle_close", ("self",)),
+        _has(server, "add_task", ("task",)),
+        _has(WSGITask, "get_environment", ("self",)),
+        None if service and "except Exception" in service and "BaseException" not in service
+        and "except:" not in service else "HTTPChannel.service may catch a BaseException",
+        None if task_service and "BaseException" not in task_service and "except:" not in task_service
+        else "Task.service may catch a BaseException",
+        None if "application(environ, start_response)" in execute else "WSGITask.execute does not call the app",
+        None if "environ = self.environ" in environment else "WSGITask.get_environment caches no environ",
+        None if "len(self.requests) == 1" in received and "add_task(self)" in received
+        else "HTTPChannel.received may dispatch a channel whose request is parked",
+        # Streams (StreamSink, ResumableTask):
+        None if "self.task_class(self, request)" in service else "HTTPChannel.service makes no task_class task",
+        None if all(step in task_service for step in ("self.start()", "self.execute()", "self.finish()"))
+        else "Task.service does not run start, execute, finish",
+        _has(WSGITask, "write", ("self", "data")),
+        _has(WSGITask, "finish", ("self",)),
+        _has(HTTPChannel, "handle_write", ("self",)),
+        _has(HTTPChannel, "write_soon", ("self", "data")),
+        None if isinstance(getattr(server.adj, "outbuf_high_watermark", None), int)
+        else "adj.outbuf_high_watermark is missing",
+    ]
+    return [problem for problem in checks if problem]
+
+
+def install_deferral(server: Any) -> bool:
+    """Let the app release its worker while an ``async def`` handler awaits (raising :class:`Deferred`).
+
+    Returns False, after one warning, when this waitress lacks what that relies on: the app
+    must then not raise Deferred (async handlers hold their worker while they await).
+    """
+    problems = deferral_contract_problems(server)
+    if problems:
+        logger.warning("waitress %s lacks what pyfunc's deferred async invocations rely on (%s); "
+                       "async handlers hold a worker thread while they await", waitress_version(),
+                       "; ".join(problems))
+        return False
+    server.channel_class = type("DeferringChannel", (_DeferringChannel, server.channel_class), {})
+    return True
+
+
+# ------------------------------------------------------------------------------------ the elastic pool
+
+STARVATION_TICK = 0.01  # seconds between looks at a queue that waits for a worker
+CPU_BUSY = 0.5  # the process used at least this share of a core: its workers are computing, not blocked
+STARVED = 0.5  # seconds with work queued and no task finished: grow even if the process looks busy
+STRIKES = 2  # consecutive starved ticks before the pool grows (one can be a scheduling hiccup)
+BUSY_TICK = 0.1  # the longest look interval, reached while the workers keep finishing tasks
+
+
+class ElasticDispatcher(ThreadedTaskDispatcher):
+    """waitress's thread pool, grown when its workers are *blocked* and shrunk when they idle.
+
+    ``core`` threads are always there; beyond them up to ``maximum`` are started when tasks
+    wait and the workers are stuck (in ``time.sleep``, a socket, a lock), and each extra
+    thread ends after ``idle_timeout`` seconds without work.
+
+    Growth is decided like .NET's thread pool, by starvation: a watcher looks at the queue
+    every ``STARVATION_TICK`` while it holds tasks no idle worker will take, and starts
+    threads for all of them at once when, for ``STRIKES`` ticks in a row, no task finished
+    *and* the process used less than half a core (``time.process_time``) while the watcher
+    itself got the CPU on time (a late wake-up means a CPU-starved process, not blocked
+    workers). Half a second without any task finishing grows the pool regardless. While tasks
+    keep finishing, the watcher looks less and less often (up to every ``BUSY_TICK``), and
+    once nothing waits it sleeps until :meth:`add_task` wakes it. Workers that compute keep finishing
+    tasks or keep the CPU busy, so a CPU-bound load never grows the pool: under the GIL more
+    threads would only share the same core. A load that blocks leaves the CPU idle with
+    tasks waiting, and gets a thread per waiting task within a tick or two.
+    """
+
+    def __init__(self, core: int, maximum: int, idle_timeout: float) -> None:
+        super().__init__()
+        self.core = core
+        self.maximum = max(core, maximum)
+        self.idle_timeout = idle_timeout
+        self.last_done = time.monotonic()  # when a worker last finished a task
+        self.grown = 0  # threads started by the watcher (for tests and logs)
+        self._watcher_cv = threading.Condition(self.lock)
+        self._watcher: Optional[threading.Thread] = None
+        self._watching = False  # the watcher ticks (else it waits for add_task to wake it)
+        self._closing = False
+
+    def start_new_thread(self, target: Any, thread_no: int) -> None:
+        threading.Thread(target=target, name=f"pyfunc-worker-{thread_no}", args=(thread_no,), daemon=True).start()
+
+    def _idle(self) -> int:
+        return len(self.threads) - self.stop_count - self.active_count
+
+    def _starving(self) -> bool:
+        queued = len(self.queue)
+        return (not self._closing and queued > 0 and queued > self._idle()
+                and len(self.threads) - self.stop_count < self.maximum)
+
+    def handler_thread(self, thread_no: int) -> None:
+        while True:
+            with self.lock:
+                while not self.queue and self.stop_count == 0:
+                    self.active_count -= 1
+                    # Only a thread beyond the core retires; the core ones wait without a timeout.
+                    woken = self.queue_cv.wait(self.idle_timeout if len(self.threads) > self.core else None)
+                    self.active_count += 1
+                    if (not woken and not self.queue and self.stop_count == 0
+                            and len(self.threads) > self.core):
+                        self.active_count -= 1  # retire: an extra thread idle for idle_timeout
+                        self.threads.discard(thread_no)
+                        self.thread_exit_cv.notify()
+                        return
+                if self.stop_count > 0:
+                    self.active_count -= 1
+                    self.stop_count -= 1
+                    self.threads.discard(thread_no)
+                    self.thread_exit_cv.notify()
+                    return
+                task = self.queue.popleft()
+            try:
+                task.service()
+            except BaseException:
+                self.logger.exception("Exception when servicing %r", task)
+            self.last_done = time.monotonic()
+            del task
+
+    def add_task(self, task: Any) -> None:
+        with self.lock:
+            self.queue.append(task)
+            self.queue_cv.notify()
+            # The watcher is told only when it sleeps on the condition (not while it ticks), so a
+            # steadily busy pool pays one comparison per task here.
+            if not self._watching and self._starving():
+                self._watching = True
+                if self._watcher is None:
+                    self._watcher = threading.Thread(target=self._watch, name="pyfunc-pool", daemon=True)
+                    self._watcher.start()
+                else:
+                    self._watcher_cv.notify()
+
+    def _watch(self) -> None:
+        strikes = 0  # consecutive ticks that looked starved
+        tick = STARVATION_TICK
+        while True:
+            with self.lock:
+                while not self._starving():
+                    strikes, tick = 0, STARVATION_TICK
+                    if self._closing:
+                        return
+                    self._watching = False
+                    self._watcher_cv.wait()
+                self._watching = True
+            cpu, wall, slept = time.process_time(), time.monotonic(), tick
+            time.sleep(slept)
+            with self.lock:
+                now = time.monotonic()
+                if not self._starving():
+                    strikes = 0
+                    continue
+                if now - self.last_done < slept:
+                    # Tasks finish: a busy pool, whose queue is normal. Look less often while it
+                    # stays so (a load that turns to blocking is seen within BUSY_TICK).
+                    strikes, tick = 0, min(BUSY_TICK, tick * 2)
+                    continue
+                tick = STARVATION_TICK
+                if now - self.last_done >= STARVED:
+                    strikes = STRIKES  # blocked for long, whatever the CPU says
+                elif now - wall > 2 * slept:
+                    # The watcher itself woke late: the process is short of CPU (a busy machine, a
+                    # CPU quota), which stalls computing workers too. Not a sign of blocked ones.
+                    strikes = 0
+                    continue
+                elif (time.process_time() - cpu) / (now - wall) >= CPU_BUSY:
+                    strikes = 0  # computing
+                    continue
+                strikes += 1
+                if strikes >= STRIKES:
+                    strikes = 0
+                    self._grow(len(self.queue) - self._idle())
+
+    def _grow(self, count: int) -> None:
+        """Start ``count`` threads, up to ``maximum``; called with the lock held."""
+        threads = self.threads
+        thread_no = 0
+        for _ in range(min(count, self.maximum - (len(threads) - self.stop_count))):
+            while thread_no in threads:
+                thread_no += 1
+            threads.add(thread_no)
+            self.active_count += 1
+            self.grown += 1
+            self.start_new_thread(self.handler_thread, thread_no)
+
+    def shutdown(self, cancel_pending: bool = True, timeout: float = 5) -> bool:
+        with self.lock:
+            self._closing = True
+            self._watcher_cv.notify_all()  # a waiting watcher returns
+        return bool(super().shutdown(cancel_pending=cancel_pending, timeout=timeout))  # type: ignore[arg-type]
+
+
+def pool_contract_problems() -> list[str]:
+    """What :class:`ElasticDispatcher` relies on in waitress's dispatcher; [] when all holds."""
+    probe = ThreadedTaskDispatcher()
+    checks = [
+        *(None if hasattr(probe, name) else f"ThreadedTaskDispatcher.{name} is missing"
+          for name in ("threads", "queue", "lock", "queue_cv", "thread_exit_cv", "active_count", "stop_count")),
+        _has(ThreadedTaskDispatcher, "set_thread_count", ("self", "count")),
+        _has(ThreadedTaskDispatcher, "shutdown", ("self", "cancel_pending", "timeout")),
+        _has(ThreadedTaskDispatcher, "start_new_thread", ("self", "target", "thread_no")),
+        None if "_dispatcher" in inspect.signature(_create_server()).parameters
+        else "create_server(_dispatcher=) is missing",
+    ]
+    return [problem for problem in checks if problem]
+
+
+def _create_server() -> Callable[..., Any]:
+    from waitress.server import create_server
+
+    return create_server
+
+
+def thread_pool(core: int, maximum: int, idle_timeout: float) -> Optional[ThreadedTaskDispatcher]:
+    """The dispatcher to give ``create_server(_dispatcher=)``: an elastic one, or None (waitress's
+    fixed pool of ``core`` threads) after one warning when waitress lacks what it relies on."""
+    if maximum <= core:
+        return None
+    problems = pool_contract_problems()
+    if problems:
+        logger.warning("waitress %s lacks what pyfunc's elastic thread pool relies on (%s); serving with "
+                       "a fixed pool of %d threads", waitress_version(), "; ".join(problems), core)
+        return None
+    dispatcher = ElasticDispatcher(core, maximum, idle_timeout)
+    dispatcher.set_thread_count(core)  # create_server sets the count only of a dispatcher it makes
+    return dispatcher
+
+
+def pool_size(server: Any) -> int:
+    """Threads the server's pool has now."""
+    dispatcher = server.task_dispatcher
+    with dispatcher.lock:
+        return int(len(dispatcher.threads) - dispatcher.stop_count)

@@ -208,3 +208,22 @@ def test_a_missing_exporter_is_reported_and_serving_goes_on(serve):
     server = serve(OTEL_MODULES, env={"OTEL_TRACES_EXPORTER": "no-such-exporter"})
     assert requests.post(server.url, data=b"x", timeout=5).status_code == 200
     assert "no span exporter named 'no-such-exporter' is installed" in server.logs()
+
+
+def test_an_async_handler_is_traced_while_no_worker_waits_for_it(serve):
+    """A deferred async invocation: its span opens on the event loop, the handler's spans are its
+    children, and its access line (written when a worker answers) carries the span's ids."""
+    source = IN_MEMORY.replace("def handler(event):", "async def handler(event):")
+    server = serve(source, env={"PYFUNC_LOG_FORMAT": "json"})
+    assert send(server.url, make_event("a", id="async-parent"), headers={"traceparent": PARENT}).status_code == 200
+    assert server.stop(signal.SIGTERM) == 0
+    found = json.loads((server.directory / "spans.json").read_text())
+    invocation = _invocation(found, "async-parent")
+    assert invocation["context"]["trace_id"] == "0x" + TRACE_ID
+    assert invocation["parent_id"] == "0x" + PARENT_SPAN
+    children = [s for s in found if s["name"] == "user work" and s["parent_id"] == invocation["context"]["span_id"]]
+    assert len(children) == 1
+    logs = [json.loads(line) for line in server.logs().splitlines() if line.startswith("{")]
+    access = [r for r in logs if r.get("ce_id") == "async-parent" and r["logger"] == "pyfunc.access"]
+    assert len(access) == 1
+    assert "0x" + access[0]["span_id"] == invocation["context"]["span_id"]

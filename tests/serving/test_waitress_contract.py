@@ -72,6 +72,141 @@ def test_every_internal_the_adapter_relies_on_is_there(in_process: Server) -> No
     assert in_process.loop is not None, "the epoll loop was not installed"
 
 
+def test_every_internal_of_deferral_and_the_elastic_pool_is_there(in_process: Server) -> None:
+    assert _waitress.deferral_contract_problems(in_process.waitress) == []
+    assert _waitress.pool_contract_problems() == []
+    assert isinstance(in_process.waitress.task_dispatcher, _waitress.ElasticDispatcher)
+    assert _waitress.pool_size(in_process.waitress) == 2  # the core (threads=2) is started at once
+
+
+class _Task:
+    """A waitress-task stand-in: runs ``work`` in ``service()``."""
+
+    def __init__(self, work: Any) -> None:
+        self.work = work
+
+    def service(self) -> None:
+        self.work()
+
+    def cancel(self) -> None:
+        pass
+
+
+def _size(pool: _waitress.ElasticDispatcher) -> int:
+    with pool.lock:
+        return len(pool.threads) - pool.stop_count
+
+
+def test_the_elastic_pool_grows_for_blocked_workers_and_shrinks_when_idle() -> None:
+    pool = _waitress.ElasticDispatcher(core=2, maximum=40, idle_timeout=0.3)
+    pool.set_thread_count(2)
+    try:
+        done = threading.Semaphore(0)
+        release = threading.Event()
+        for _ in range(30):
+            pool.add_task(_Task(lambda: (release.wait(10), done.release())))
+        deadline = time.monotonic() + 10
+        while _size(pool) < 30 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _size(pool) >= 30, "30 blocked tasks did not get a thread each"
+        release.set()
+        for _ in range(30):
+            assert done.acquire(timeout=10)
+        deadline = time.monotonic() + 10
+        while _size(pool) > 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _size(pool) == 2, "the extra threads did not end after idling"
+    finally:
+        assert pool.shutdown(cancel_pending=True, timeout=5)
+
+
+def test_the_elastic_pool_does_not_grow_for_computing_workers() -> None:
+    pool = _waitress.ElasticDispatcher(core=2, maximum=40, idle_timeout=5)
+    pool.set_thread_count(2)
+    try:
+        done = threading.Semaphore(0)
+
+        def compute() -> None:
+            sum(range(20_000))
+            done.release()
+
+        for _ in range(2000):
+            pool.add_task(_Task(compute))
+        for _ in range(2000):
+            assert done.acquire(timeout=30)
+        # Tasks finished all along (and the CPU was busy): the workers were never blocked.
+        assert pool.grown == 0
+    finally:
+        pool.shutdown(cancel_pending=True, timeout=5)
+
+
+ASYNC_ECHO = "import asyncio\n\nasync def handler(body):\n    await asyncio.sleep(0.01)\n    return body\n"
+
+
+def test_an_async_request_is_parked_and_resumed_on_a_live_server(tmp_path: Path) -> None:
+    """The deferral on a real server: the handler runs while no worker serves its channel."""
+    (tmp_path / "handler.py").write_text(
+        "import asyncio, threading\n\nasync def handler(body):\n    await asyncio.sleep(0.3)\n"
+        "    return str(threading.active_count())\n")
+    config = Config(directory=str(tmp_path), port=free_port(), host="127.0.0.1", threads=2)
+    server = Server(build_app(config), config)
+    assert server.app.defers
+    thread = _run(server)
+    try:
+        answers: list[bytes] = []
+        clients = [threading.Thread(target=lambda: answers.append(
+            requests.post(f"http://127.0.0.1:{server.port}", data=b"x", timeout=10).content)) for _ in range(20)]
+        for client in clients:
+            client.start()
+        time.sleep(0.15)
+        dispatcher = server.waitress.task_dispatcher
+        with dispatcher.lock:
+            assert dispatcher.active_count == 0 and not dispatcher.queue, "a worker waits for an await"
+        parked = [channel for channel in server.waitress.active_channels.values() if channel.pyfunc_work]
+        assert len(parked) == 20
+        assert all(len(channel.requests) == 1 for channel in parked)
+        for client in clients:
+            client.join(10)
+        assert len(answers) == 20
+    finally:
+        _stop(server, thread)
+
+
+def test_an_async_stream_is_sent_from_the_event_loop_with_no_worker_waiting(tmp_path: Path) -> None:
+    (tmp_path / "handler.py").write_text(
+        "import asyncio, pathlib\nHERE = pathlib.Path(__file__).parent\n\n"
+        "async def handler(body):\n"
+        "    async def chunks():\n"
+        "        yield 'first;'\n"
+        "        while not (HERE / 'release').exists():\n"
+        "            await asyncio.sleep(0.01)\n"
+        "        yield 'second'\n"
+        "    return chunks()\n")
+    config = Config(directory=str(tmp_path), port=free_port(), host="127.0.0.1", threads=2)
+    server = Server(build_app(config), config)
+    thread = _run(server)
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            while b"first;" not in data:
+                chunk = sock.recv(65536)
+                assert chunk, data
+                data += chunk
+            time.sleep(0.1)
+            dispatcher = server.waitress.task_dispatcher
+            with dispatcher.lock:
+                assert dispatcher.active_count == 0, "a worker waits between the items of a stream"
+            (tmp_path / "release").write_text("")
+            while not data.endswith(b"0\r\n\r\n"):
+                chunk = sock.recv(65536)
+                assert chunk, data
+                data += chunk
+            assert data.endswith(b"6\r\nsecond\r\n0\r\n\r\n"), data
+    finally:
+        _stop(server, thread)
+
+
 def test_a_live_connection_has_the_state_the_drain_reads(in_process: Server) -> None:
     """The drain and the receive deadline read a connection's state: check it on a real one."""
     thread = _run(in_process)
@@ -151,6 +286,43 @@ BREAKS = {
         "    w.loop(timeout=self.adj.asyncore_loop_timeout, map=self._map, use_poll=False)\n"
         "s.BaseWSGIServer.run = run"),
 }
+
+
+def test_a_broken_deferral_contract_keeps_async_handlers_on_their_worker_with_one_warning(tmp_path: Path) -> None:
+    (tmp_path / "fn").mkdir()
+    (tmp_path / "fn" / "handler.py").write_text(ASYNC_ECHO)
+    # waitress's channel.service catching everything would swallow the signal: pyfunc must notice.
+    (tmp_path / "breaks.py").write_text(
+        "import waitress.channel as c\n"
+        "service = c.HTTPChannel.service\n"
+        "def caught(self):\n"
+        "    try:\n"
+        "        service(self)\n"
+        "    except BaseException:\n"
+        "        raise\n"
+        "c.HTTPChannel.service = caught\n")
+    code = ("import runpy, sys; sys.path.insert(0, sys.argv[1]); import breaks; sys.argv = ['pyfunc', sys.argv[2]]; "
+            "runpy.run_module('pyfunc', run_name='__main__', alter_sys=True)")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYFUNC_", "K_"))}
+    env.update({"PORT": str(port), "PYFUNC_HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1"})
+    log_path = tmp_path / "server.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, "-c", code, str(tmp_path), str(tmp_path / "fn")],
+                                   stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_up(url, process, log_path)
+        with requests.Session() as session:
+            for index in range(5):
+                assert session.post(url, data=f"n{index}", timeout=5).content == f"n{index}".encode()
+    finally:
+        process.terminate()
+        assert process.wait(20) == 0
+    logs = log_path.read_text()
+    warnings = [line for line in logs.splitlines() if "async handlers hold a worker thread" in line]
+    assert len(warnings) == 1, logs
+    assert "Traceback" not in logs, logs
 
 
 @pytest.mark.parametrize("broken", list(BREAKS))
