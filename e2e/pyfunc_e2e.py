@@ -69,8 +69,8 @@ class Build:
         return None
 
 
-def pack_build(image: str, path: Path, *extra: str, check: bool = True) -> Build:
-    cmd = ["pack", "build", image, "--builder", BUILDER, "--pull-policy", "never",
+def pack_build(image: str, path: Path, *extra: str, check: bool = True, builder: str = BUILDER) -> Build:
+    cmd = ["pack", "build", image, "--builder", builder, "--pull-policy", "never",
            "--trust-builder", "--path", str(path), *extra]
     start = time.monotonic()
     proc = subprocess.run(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -81,11 +81,12 @@ def pack_build(image: str, path: Path, *extra: str, check: bool = True) -> Build
     return build
 
 
-def fresh_build(example: str, *extra: str, path: Optional[Path] = None, check: bool = True) -> Build:
+def fresh_build(example: str, *extra: str, path: Optional[Path] = None, check: bool = True,
+                builder: str = BUILDER) -> Build:
     """A first build: no previous image, no build cache."""
     image = f"{PREFIX}/{example}"
     sh("docker", "rmi", "-f", image, check=False)
-    return pack_build(image, path or EXAMPLES / example, "--clear-cache", *extra, check=check)
+    return pack_build(image, path or EXAMPLES / example, "--clear-cache", *extra, check=check, builder=builder)
 
 
 @dataclass

@@ -16,22 +16,24 @@ import shutil
 import sys
 from pathlib import Path
 
+# The root's own python3 (3.11 on bookworm, 3.13 on trixie, ...): Debian names its packages after it.
+PY = f"python{sys.version_info[0]}.{sys.version_info[1]}"
 # What python and TLS need at run time: the interpreter, its stdlib, CA certificates, time zones,
 # MIME types, /etc/services and protocols, OpenSSL's configuration links (/usr/lib/ssl).
-KEEP = {"python3.11", "python3.11-minimal", "libpython3.11-stdlib", "python3-minimal", "python3",
+KEEP = {PY, f"{PY}-minimal", f"lib{PY}-stdlib", "python3-minimal", "python3",
         "ca-certificates", "openssl", "tzdata", "media-types", "netbase", "base-files", "libc6"}
 # Never kept, even when a kept package depends on them (those dependencies are for maintainer
 # scripts, which never run again: there is no dpkg).
 DROP = {"debconf", "perl-base", "dpkg", "apt", "bash", "dash", "coreutils", "debianutils", "adduser",
-        "python3.11-venv", "python3-pip-whl", "python3-setuptools-whl", "readline-common", "libc-bin"}
+        f"{PY}-venv", "python3-pip-whl", "python3-setuptools-whl", "readline-common", "libc-bin"}
 # Executables kept on the image (bin/ and sbin/ everywhere): the interpreter only.
-KEEP_EXE = re.compile(r"python3(\.11)?")
+KEEP_EXE = re.compile(rf"python3(\.{sys.version_info[1]})?")
 # Files of kept packages that the runtime never needs: tools, scripts, docs.
 EXTRA = ["/usr/lib/ssl/misc", "/usr/share/doc", "/usr/share/man", "/usr/share/info", "/usr/share/lintian",
          "/usr/share/locale", "/usr/share/doc-base", "/usr/share/bug", "/usr/share/menu", "/usr/share/pixmaps",
-         "/usr/share/applications", "/usr/lib/python3.11/ensurepip", "/usr/lib/python3.11/idlelib",
-         "/usr/lib/python3.11/lib2to3", "/usr/lib/python3.11/pydoc_data", "/usr/lib/python3.11/turtledemo",
-         "/usr/lib/python3.11/venv", "/usr/lib/python3.11/test", "/var", "/run/lock",
+         "/usr/share/applications", f"/usr/lib/{PY}/ensurepip", f"/usr/lib/{PY}/idlelib",
+         f"/usr/lib/{PY}/lib2to3", f"/usr/lib/{PY}/pydoc_data", f"/usr/lib/{PY}/turtledemo",
+         f"/usr/lib/{PY}/venv", f"/usr/lib/{PY}/test", "/var", "/run/lock",
          "/etc/apt", "/etc/dpkg", "/etc/cron.daily", "/etc/logrotate.d",
          "/etc/debconf.conf", "/etc/systemd", "/etc/init.d", "/etc/pam.d", "/etc/security", "/etc/skel",
          "/etc/update-motd.d", "/etc/profile.d", "/etc/bash.bashrc", "/etc/profile", "/etc/shells",

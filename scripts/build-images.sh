@@ -1,54 +1,29 @@
 #!/usr/bin/env bash
-# Build pyfunc's images locally, without a registry:
-#   pyfunc/rootfs:bookworm  debootstrap'd Debian with python3, `docker import`ed
-#   pyfunc/base             image/Dockerfile: the runtime, no shell (also the builder's run image)
-#   pyfunc/build            builder/build.Dockerfile: rootfs + base's venv + pip/cyclonedx, the build image
-#   pyfunc/builder          `pack builder create` with buildpack/ and the local lifecycle
+# Build pyfunc's images locally, without a registry, one stack per Python of STACKS (versions.env):
+#   pyfunc/rootfs:SUITE     debootstrap'd Debian with python3, `docker import`ed (root_image in lib.sh)
+#   pyfunc/base:X.Y         image/Dockerfile: the runtime, no shell (also the builder's run image)
+#   pyfunc/build:X.Y        builder/build.Dockerfile: rootfs + base's venv + pip/uv/poetry/cyclonedx
+#   pyfunc/builder:X.Y      `pack builder create` with buildpack/ and the local lifecycle
+# The default stack (PYTHON_VERSION) is also tagged without a version: pyfunc/base, pyfunc/builder.
+# Usage: scripts/build-images.sh [X.Y ...] (default: every stack).
 # Each step is skipped when its inputs are unchanged (labels keep input hashes), so a re-run is cheap.
 # Needs scripts/install-tools.sh first.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 docker info >/dev/null 2>&1 || die "docker is not running: run scripts/install-tools.sh first"
 command -v pack >/dev/null || die "pack not found: run scripts/install-tools.sh first"
-
-hash_of() { (cd "$REPO" && find "$@" -type f ! -path '*/__pycache__/*' ! -name '*.pyc' ! -path '*.egg-info/*' -print0 |
-  sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16); }
-label_of() { docker image inspect -f "{{index .Config.Labels \"io.pyfunc.inputs\"}}" "$1" 2>/dev/null || true; }
-
-# --- root image -------------------------------------------------------------------------------
-ROOTFS_TAR="$CACHE/rootfs-$DEBIAN_SUITE.tar"
-ROOT_IMAGE="pyfunc/rootfs:$DEBIAN_SUITE"
-if [ ! -s "$ROOTFS_TAR" ]; then
-  step "Making the $DEBIAN_SUITE root filesystem with debootstrap (about a minute)"
-  mirror="$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)"
-  [ -n "$mirror" ] || mirror="$(awk '$1 == "deb" {print $2; exit}' /etc/apt/sources.list 2>/dev/null)"
-  [ -n "$mirror" ] || die "no Debian mirror found in the host's apt sources"
-  root="$(mktemp -d)"
-  debootstrap --variant=minbase --include=python3,ca-certificates "$DEBIAN_SUITE" "$root" "$mirror" \
-    >"$CACHE/debootstrap.log" 2>&1 || { tail -20 "$CACHE/debootstrap.log"; die "debootstrap failed"; }
-  # Trim what a function runtime never reads: filesystem tools, docs, locales, apt lists, pydoc topics.
-  chroot "$root" dpkg --purge e2fsprogs logsave libss2 libext2fs2 >/dev/null 2>&1 || true
-  rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/* "$root"/var/cache/debconf/*-old \
-    "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/usr/share/locale/* \
-    "$root"/usr/share/lintian "$root"/var/log/* "$root"/usr/lib/x86_64-linux-gnu/gconv/*.so \
-    "$root"/usr/lib/python3.*/pydoc_data/topics.py "$root"/usr/lib/python3.*/pydoc_data/__pycache__
-  tar -C "$root" --numeric-owner -cf "$ROOTFS_TAR.tmp" . && mv "$ROOTFS_TAR.tmp" "$ROOTFS_TAR"
-  rm -rf "$root"
-fi
-root_inputs="$(stat -c '%s-%Y' "$ROOTFS_TAR")"
-if [ "$(label_of "$ROOT_IMAGE")" != "$root_inputs" ]; then
-  step "Importing $ROOT_IMAGE"
-  docker import -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-    -c 'CMD ["/bin/bash"]' -c "LABEL io.pyfunc.inputs=$root_inputs" "$ROOTFS_TAR" "$ROOT_IMAGE" >/dev/null
-fi
+LC_TGZ="$TOOLS/lifecycle-v$LIFECYCLE_VERSION+linux.x86-64.tgz"
+[ -s "$LC_TGZ" ] || die "lifecycle tarball missing: run scripts/install-tools.sh"
 
 # --- wheelhouses, from the hashed locks (pip verifies every wheel's sha256) ---------------------
-# context/base:  image/requirements.lock's wheels, the pyfunc-invoker wheel (this repo), pip's wheel
-# context/build: builder/requirements.lock's wheels (pip, cyclonedx-bom and their dependencies)
+# context/pyX.Y/base:  the image lock's wheels, the pyfunc-invoker wheel (this repo), pip's wheel
+# context/pyX.Y/build: the builder lock's wheels (pip, cyclonedx-bom, uv, poetry and their dependencies)
 # Wheels already there are kept (pip download skips them), so only a changed lock downloads.
-download() {  # download LOCK DIR: every wheel the lock names, for the images' Python
-  python3 -m pip download --quiet --disable-pip-version-check -d "$2" --require-hashes -r "$1" \
-    --only-binary=:all: --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --implementation cp --python-version "$PYTHON_VERSION"
+# --no-deps: the lock is complete for that Python, and pip would judge its dependencies' markers
+# (python_version < "3.12", say) by the host's Python, not the target's.
+download() {  # download LOCK DIR PYTHON: every wheel the lock names, for that Python
+  python3 -m pip download --quiet --disable-pip-version-check -d "$2" --require-hashes --no-deps -r "$1" \
+    --only-binary=:all: --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --implementation cp --python-version "$3"
 }
 prune() {  # prune LOCK DIR: drop wheels an older lock left (they would change the build context)
   local whl name
@@ -57,65 +32,91 @@ prune() {  # prune LOCK DIR: drop wheels an older lock left (they would change t
     grep -q "^${name%-*}==${name##*-} " "$1" || rm -f "$whl"
   done
 }
-BASE_CTX="$CACHE/context/base" BUILD_CTX="$CACHE/context/build"
-locks_hash="$(hash_of image/requirements.lock builder/requirements.lock)-$PYTHON_VERSION"
-if [ "$(cat "$CACHE/context/.locks" 2>/dev/null)" != "$locks_hash" ]; then
-  step "Downloading the locked wheels (image/requirements.lock, builder/requirements.lock)"
-  rm -rf "$CACHE/context/wheelhouse"  # the layout before the locks
-  mkdir -p "$BASE_CTX/wheelhouse" "$BUILD_CTX/wheelhouse"
-  download "$REPO/builder/requirements.lock" "$BUILD_CTX/wheelhouse"
-  download "$REPO/image/requirements.lock" "$BASE_CTX/wheelhouse"
-  prune "$REPO/builder/requirements.lock" "$BUILD_CTX/wheelhouse"
-  prune "$REPO/image/requirements.lock" "$BASE_CTX/wheelhouse"
-  rm -f "$BASE_CTX"/wheelhouse/pip-*.whl && cp "$BUILD_CTX"/wheelhouse/pip-*.whl "$BASE_CTX/wheelhouse/"
-  echo "$locks_hash" >"$CACHE/context/.locks"
-fi
 runtime_hash="$(hash_of runtime pyproject.toml)"
-if [ "$(cat "$BASE_CTX/.runtime" 2>/dev/null)" != "$runtime_hash" ] || ! ls "$BASE_CTX"/wheelhouse/pyfunc_invoker-*.whl >/dev/null 2>&1; then
-  step "Building the pyfunc-invoker wheel (runtime/ changed or first run)"
-  rm -f "$BASE_CTX"/wheelhouse/pyfunc_invoker-*.whl
-  python3 -m pip wheel --quiet --disable-pip-version-check --no-deps --no-cache-dir -w "$BASE_CTX/wheelhouse" "$REPO"
-  echo "$runtime_hash" >"$BASE_CTX/.runtime"
-fi
-cp "$REPO/image/requirements.lock" "$REPO/image/slim.py" "$BASE_CTX/"
-cp "$REPO/builder/requirements.lock" "$BUILD_CTX/"
-
-# --- base and build images ---------------------------------------------------------------------
-# pyfunc/base: the runtime venv on a stripped root (no shell). pyfunc/build: the full Debian root
-# (shell, apt) + the very same venv copied from pyfunc/base + the build tools.
-root_id="$(docker image inspect -f '{{.Id}}' "$ROOT_IMAGE" | cut -c8-19)"
-base_inputs="$root_id-$runtime_hash-$(hash_of image/Dockerfile image/slim.py image/requirements.lock)"
-if [ "$(label_of pyfunc/base)" != "$base_inputs" ]; then
-  step "Building pyfunc/base (image/Dockerfile)"
-  docker build -q -f "$REPO/image/Dockerfile" --build-arg "BASE_IMAGE=$ROOT_IMAGE" \
-    --label "io.pyfunc.inputs=$base_inputs" -t pyfunc/base "$BASE_CTX" >/dev/null
-fi
-note "pyfunc/base $(docker image inspect -f '{{.Size}}' pyfunc/base | awk '{printf "%.1f MB", $1/1e6}')"
-
-base_id="$(docker image inspect -f '{{.Id}}' pyfunc/base | cut -c8-19)"
-build_inputs="$root_id-$base_id-$(hash_of builder/build.Dockerfile builder/requirements.lock)"
-if [ "$(label_of pyfunc/build)" != "$build_inputs" ]; then
-  step "Building pyfunc/build (builder/build.Dockerfile)"
-  docker build -q -f "$REPO/builder/build.Dockerfile" --build-arg "ROOT_IMAGE=$ROOT_IMAGE" \
-    --build-arg RUN_IMAGE=pyfunc/base --label "io.pyfunc.inputs=$build_inputs" -t pyfunc/build "$BUILD_CTX" >/dev/null
+WHEEL_DIR="$CACHE/context/pyfunc-wheel"
+if [ "$(cat "$WHEEL_DIR/.runtime" 2>/dev/null)" != "$runtime_hash" ] || ! ls "$WHEEL_DIR"/pyfunc_invoker-*.whl >/dev/null 2>&1; then
+  step "Building the pyfunc-invoker wheel (runtime/ changed or first run)"   # pure Python: one for all stacks
+  rm -rf "$WHEEL_DIR"; mkdir -p "$WHEEL_DIR"
+  python3 -m pip wheel --quiet --disable-pip-version-check --no-deps --no-cache-dir -w "$WHEEL_DIR" "$REPO"
+  echo "$runtime_hash" >"$WHEEL_DIR/.runtime"
 fi
 
-# --- builder ------------------------------------------------------------------------------------
-LC_TGZ="$TOOLS/lifecycle-v$LIFECYCLE_VERSION+linux.x86-64.tgz"
-[ -s "$LC_TGZ" ] || die "lifecycle tarball missing: run scripts/install-tools.sh"
-build_id="$(docker image inspect -f '{{.Id}}' pyfunc/build | cut -c8-19)"
-builder_inputs="$base_id-$build_id-$(hash_of buildpack builder/builder.toml)-$LIFECYCLE_VERSION-$PACK_VERSION"
-if [ "$(label_of pyfunc/builder)" != "$builder_inputs" ]; then
-  step "Creating pyfunc/builder with pack (buildpack/, lifecycle v$LIFECYCLE_VERSION)"
-  sed -e "s|@BUILDPACK@|$REPO/buildpack|" -e "s|@LIFECYCLE@|$LC_TGZ|" \
-    "$REPO/builder/builder.toml" >"$CACHE/builder.toml"
-  pack builder create pyfunc/builder:tmp --config "$CACHE/builder.toml" --pull-policy never \
-    >"$CACHE/builder-create.log" 2>&1 || { cat "$CACHE/builder-create.log"; die "pack builder create failed"; }
-  # Stamp the inputs so an unchanged re-run skips this step.
-  echo "FROM pyfunc/builder:tmp" | docker build -q --label "io.pyfunc.inputs=$builder_inputs" \
-    -t pyfunc/builder - >/dev/null
-  docker rmi pyfunc/builder:tmp >/dev/null
-fi
+# stack VERSION SUITE DEBIAN_VERSION: pyfunc/base:VERSION, pyfunc/build:VERSION, pyfunc/builder:VERSION.
+stack() {
+  local version="$1" suite="$2" distro_version="$3" suffix="" start=$SECONDS
+  [ "$version" = "$PYTHON_VERSION" ] || suffix="-$version"
+  local image_lock="image/requirements$suffix.lock" builder_lock="builder/requirements$suffix.lock"
+  local ctx="$CACHE/context/py$version" root base="pyfunc/base:$version" build="pyfunc/build:$version"
+  local builder="pyfunc/builder:$version" root_id base_id build_id inputs
+  [ -f "$REPO/$image_lock" ] && [ -f "$REPO/$builder_lock" ] || die "no $image_lock or $builder_lock: run scripts/lock.sh"
+  root="$(root_image "$suite")"
+
+  local locks_hash; locks_hash="$(hash_of "$image_lock" "$builder_lock")"
+  if [ "$(cat "$ctx/.locks" 2>/dev/null)" != "$locks_hash" ]; then
+    step "Downloading the locked wheels for Python $version ($image_lock, $builder_lock)"
+    mkdir -p "$ctx/base/wheelhouse" "$ctx/build/wheelhouse"
+    download "$REPO/$builder_lock" "$ctx/build/wheelhouse" "$version"
+    download "$REPO/$image_lock" "$ctx/base/wheelhouse" "$version"
+    prune "$REPO/$builder_lock" "$ctx/build/wheelhouse"
+    prune "$REPO/$image_lock" "$ctx/base/wheelhouse"
+    rm -f "$ctx"/base/wheelhouse/pip-*.whl && cp "$ctx"/build/wheelhouse/pip-*.whl "$ctx/base/wheelhouse/"
+    echo "$locks_hash" >"$ctx/.locks"
+  fi
+  rm -f "$ctx"/base/wheelhouse/pyfunc_invoker-*.whl && cp "$WHEEL_DIR"/pyfunc_invoker-*.whl "$ctx/base/wheelhouse/"
+  cp "$REPO/$image_lock" "$ctx/base/requirements.lock" && cp "$REPO/image/slim.py" "$ctx/base/"
+  cp "$REPO/$builder_lock" "$ctx/build/requirements.lock"
+
+  # pyfunc/base: the runtime venv on a stripped root (no shell). pyfunc/build: the full Debian root
+  # (shell, apt) + the very same venv copied from pyfunc/base + the build tools.
+  root_id="$(docker image inspect -f '{{.Id}}' "$root" | cut -c8-19)"
+  inputs="$root_id-$runtime_hash-$(hash_of image/Dockerfile image/slim.py "$image_lock")"
+  if [ "$(label_of "$base")" != "$inputs" ]; then
+    step "Building $base (image/Dockerfile on $suite)"
+    docker build -q -f "$REPO/image/Dockerfile" --build-arg "BASE_IMAGE=$root" --build-arg "DISTRO_VERSION=$distro_version" \
+      --label "io.pyfunc.inputs=$inputs" -t "$base" "$ctx/base" >/dev/null
+  fi
+  base_id="$(docker image inspect -f '{{.Id}}' "$base" | cut -c8-19)"
+  inputs="$root_id-$base_id-$(hash_of builder/build.Dockerfile "$builder_lock")"
+  if [ "$(label_of "$build")" != "$inputs" ]; then
+    step "Building $build (builder/build.Dockerfile)"
+    docker build -q -f "$REPO/builder/build.Dockerfile" --build-arg "ROOT_IMAGE=$root" --build-arg "RUN_IMAGE=$base" \
+      --build-arg "DISTRO_VERSION=$distro_version" --label "io.pyfunc.inputs=$inputs" -t "$build" "$ctx/build" >/dev/null
+  fi
+
+  build_id="$(docker image inspect -f '{{.Id}}' "$build" | cut -c8-19)"
+  inputs="$base_id-$build_id-$(hash_of buildpack builder/builder.toml)-$LIFECYCLE_VERSION-$PACK_VERSION"
+  if [ "$(label_of "$builder")" != "$inputs" ]; then
+    step "Creating $builder with pack (buildpack/, lifecycle v$LIFECYCLE_VERSION)"
+    sed -e "s|@BUILDPACK@|$REPO/buildpack|" -e "s|@LIFECYCLE@|$LC_TGZ|" -e "s|@BUILD_IMAGE@|$build|" \
+      -e "s|@RUN_IMAGE@|$base|" "$REPO/builder/builder.toml" >"$CACHE/builder-$version.toml"
+    pack builder create "$builder-tmp" --config "$CACHE/builder-$version.toml" --pull-policy never \
+      >"$CACHE/builder-create-$version.log" 2>&1 || { cat "$CACHE/builder-create-$version.log"; die "pack builder create failed"; }
+    # Stamp the inputs so an unchanged re-run skips this step.
+    echo "FROM $builder-tmp" | docker build -q --label "io.pyfunc.inputs=$inputs" -t "$builder" - >/dev/null
+    docker rmi "$builder-tmp" >/dev/null
+  fi
+  if [ "$version" = "$PYTHON_VERSION" ]; then  # the default stack, untagged too
+    docker tag "$base" pyfunc/base && docker tag "$build" pyfunc/build && docker tag "$builder" pyfunc/builder
+  fi
+  note "Python $version ($suite): $(docker image inspect -f '{{.Size}}' "$base" | awk '{printf "%.1f MB", $1/1e6}') $base," \
+    "$(docker image inspect -f '{{.Size}}' "$build" | awk '{printf "%.1f MB", $1/1e6}') $build, $((SECONDS - start)) s"
+}
+
+wanted=()
+for entry in $STACKS; do
+  [ $# -eq 0 ] || [[ " $* " == *" ${entry%%:*} "* ]] && wanted+=("$entry")
+done
+# The roots first, two at a time: a cold debootstrap is mostly waiting on the mirror.
+for entry in "${wanted[@]}"; do
+  IFS=: read -r _ suite _ <<<"$entry"
+  [ "$(jobs -rp | wc -l)" -lt 2 ] || wait -n || true
+  root_image "$suite" >/dev/null &
+done
+wait
+for entry in "${wanted[@]}"; do
+  IFS=: read -r version suite distro_version <<<"$entry"
+  stack "$version" "$suite" "$distro_version"   # makes any root that failed above, or dies
+done
 # Drop our own superseded images (dangling, labelled by this script).
 docker image prune -f --filter label=io.pyfunc.inputs >/dev/null
-step "Images ready: pyfunc/base, pyfunc/build, pyfunc/builder"
+step "Images ready: pyfunc/base, pyfunc/build, pyfunc/builder (:$(for e in $STACKS; do printf '%s ' "${e%%:*}"; done | sed 's/ $//;s/ /, :/g'))"

@@ -31,3 +31,45 @@ py_tool() {
   fi
   echo "$dir/bin"
 }
+
+# hash_of PATH...: a short hash of the files under PATHs (of the repo), for the images' input labels.
+hash_of() { (cd "$REPO" && find "$@" -type f ! -path '*/__pycache__/*' ! -name '*.pyc' ! -path '*.egg-info/*' -print0 |
+  sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16); }
+# label_of IMAGE: the input hash an image was built from (empty if there is no such image).
+label_of() { docker image inspect -f "{{index .Config.Labels \"io.pyfunc.inputs\"}}" "$1" 2>/dev/null || true; }
+
+# root_image SUITE [PACKAGE...]: pyfunc/rootfs:SUITE, a debootstrapped minimal Debian with python3,
+# CA certificates and the PACKAGEs, `docker import`ed; prints its name. Made once: the tar is cached
+# in $CACHE (named after SUITE and PACKAGEs) and the image is re-imported only when the tar changes.
+# Shared by build-images.sh (the images' root) and test-pythons.sh (one root per Debian release).
+root_image() {
+  local suite="$1" extra; shift; extra="$(IFS=,; echo "$*")"
+  local tar="$CACHE/rootfs-$suite${extra:++${extra//,/+}}.tar" image="pyfunc/rootfs:$suite" root mirror script inputs
+  if [ ! -s "$tar" ]; then
+    step "Making the $suite root filesystem with debootstrap (about a minute)" >&2
+    mirror="$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)"
+    [ -n "$mirror" ] || mirror="$(awk '$1 == "deb" {print $2; exit}' /etc/apt/sources.list 2>/dev/null)"
+    [ -n "$mirror" ] || die "no Debian mirror found in the host's apt sources"
+    # A release newer than the host's debootstrap has no script of its own: testing's rules are sid's.
+    script="/usr/share/debootstrap/scripts/$suite"
+    [ -e "$script" ] || script=/usr/share/debootstrap/scripts/sid
+    root="$(mktemp -d)"
+    debootstrap --variant=minbase --include="python3,ca-certificates${extra:+,$extra}" "$suite" "$root" "$mirror" "$script" \
+      >"$CACHE/debootstrap-$suite.log" 2>&1 || { tail -20 "$CACHE/debootstrap-$suite.log" >&2; die "debootstrap $suite failed"; }
+    # Trim what a function runtime never reads: filesystem tools, docs, locales, apt lists, pydoc topics.
+    chroot "$root" dpkg --purge e2fsprogs logsave libss2 libext2fs2 >/dev/null 2>&1 || true
+    rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/* "$root"/var/cache/debconf/*-old \
+      "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/usr/share/locale/* \
+      "$root"/usr/share/lintian "$root"/var/log/* "$root"/usr/lib/x86_64-linux-gnu/gconv/*.so \
+      "$root"/usr/lib/python3.*/pydoc_data/topics.py "$root"/usr/lib/python3.*/pydoc_data/__pycache__
+    tar -C "$root" --numeric-owner -cf "$tar.tmp" . && mv "$tar.tmp" "$tar"
+    rm -rf "$root"
+  fi
+  inputs="$(stat -c '%s-%Y' "$tar")${extra:+-$extra}"
+  if [ "$(label_of "$image")" != "$inputs" ]; then
+    step "Importing $image" >&2
+    docker import -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+      -c 'CMD ["/bin/bash"]' -c "LABEL io.pyfunc.inputs=$inputs" "$tar" "$image" >/dev/null
+  fi
+  echo "$image"
+}

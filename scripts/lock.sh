@@ -3,10 +3,12 @@
 # scripts/test.sh, the images and the host tools install only from these files, so what CI runs
 # changes only when a commit changes a lock.
 #   image/requirements.lock    pyproject.toml's runtime dependencies: the venv of pyfunc/base
-#   builder/requirements.lock  builder/requirements.in: pip + cyclonedx-bom in pyfunc/build
-#     (both for CPython 3.11 on manylinux x86_64, the images' Python, whatever the host runs)
+#   builder/requirements.lock  builder/requirements.in: pip, cyclonedx-bom, uv, poetry in pyfunc/build
+#     (both for CPython 3.11 on manylinux x86_64, the images' Python, whatever the host runs; and
+#     image/requirements-3.13.lock, builder/requirements-3.13.lock, ... for the other STACKS)
 #   scripts/locks/test.lock    pyfunc + its [test] extra: the .venv of scripts/test.sh
 #   scripts/locks/waitress-floor.lock  the oldest waitress pyproject allows (scripts/test-waitress-floor.sh)
+#   scripts/locks/sdk2.lock    cloudevents 2.x over test.lock (scripts/test-sdk2.sh; 2.x needs Python >= 3.10)
 #   scripts/locks/pip-audit.lock  the auditor's own dependencies (scripts/audit.sh)
 #     (both universal: any Python pyproject allows, any platform)
 # Needs PyPI. Run it after changing a dependency, or as the deliberate step that takes upstream
@@ -14,21 +16,30 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 uv="$(py_tool uv "$UV_VERSION")/uv"
-target=(--python-version "$PYTHON_VERSION" --python-platform x86_64-manylinux_2_28)
+sdk1=(-c scripts/locks/cloudevents-1.txt)  # the images and .venv keep cloudevents 1.x (the file says why)
 cd "$REPO"
-for pair in pyproject.toml:image/requirements.lock builder/requirements.in:builder/requirements.lock; do
-  step "uv pip compile ${pair%%:*} -> ${pair##*:}"
-  "$uv" pip compile --quiet --generate-hashes --no-strip-markers "${target[@]}" \
-    --custom-compile-command "scripts/lock.sh" -o "${pair##*:}" "${pair%%:*}" ${UPGRADE:+--upgrade}
+for stack in $STACKS; do
+  version="${stack%%:*}"
+  suffix="$([ "$version" = "$PYTHON_VERSION" ] || echo "-$version")"   # the default stack: no suffix
+  target=(--python-version "$version" --python-platform x86_64-manylinux_2_28)
+  for pair in pyproject.toml:image/requirements$suffix.lock builder/requirements.in:builder/requirements$suffix.lock; do
+    step "uv pip compile ${pair%%:*} -> ${pair##*:} (Python $version)"
+    "$uv" pip compile --quiet --generate-hashes --no-strip-markers "${target[@]}" "${sdk1[@]}" \
+      --custom-compile-command "scripts/lock.sh" -o "${pair##*:}" "${pair%%:*}" ${UPGRADE:+--upgrade}
+  done
 done
 universal=(--universal --python-version 3.9)
 step "uv pip compile pyproject.toml[test] -> scripts/locks/test.lock"
-"$uv" pip compile --quiet --generate-hashes "${universal[@]}" --extra test \
+"$uv" pip compile --quiet --generate-hashes "${universal[@]}" "${sdk1[@]}" --extra test \
   --custom-compile-command "scripts/lock.sh" -o scripts/locks/test.lock pyproject.toml scripts/locks/build-backend.in ${UPGRADE:+--upgrade}
 floor="$(sed -n 's/^ *"waitress>=\([0-9.]*\),.*/\1/p' pyproject.toml)"
 step "uv pip compile waitress==$floor (the floor of pyproject's range) -> scripts/locks/waitress-floor.lock"
 echo "waitress==$floor" | "$uv" pip compile --quiet --generate-hashes "${universal[@]}" --no-deps \
   --custom-compile-command "scripts/lock.sh" -o scripts/locks/waitress-floor.lock -
+step "uv pip compile cloudevents==2.2.0 -> scripts/locks/sdk2.lock"
+# The 2.x end of pyproject's range, with its own dependencies (dateutil, deprecation).
+echo "cloudevents==2.2.0" | "$uv" pip compile --quiet --generate-hashes --universal --python-version 3.10 \
+  --custom-compile-command "scripts/lock.sh" -o scripts/locks/sdk2.lock - ${UPGRADE:+--upgrade}
 step "uv pip compile pip-audit==$PIP_AUDIT_VERSION -> scripts/locks/pip-audit.lock"
 # pip-audit itself needs Python >= 3.10 (the hosts run 3.11).
 echo "pip-audit==$PIP_AUDIT_VERSION" | "$uv" pip compile --quiet --generate-hashes --universal \

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every test pyfunc has, on a fresh machine: lint, types, unit, integration, serving, CLI, examples,
-# the waitress floor and the e2e with real pack and docker. It installs what it needs: .venv here,
+# the waitress floor, cloudevents 2.x, the Python matrix (in containers) and the e2e with real pack
+# and docker. It installs what it needs: .venv here,
 # and Docker, pack, the lifecycle, the images and the builder through scripts/install-tools.sh
 # and scripts/build-images.sh (both cached: a second run skips what is already built).
 # Extra arguments go to pytest; PYFUNC_SKIP_E2E=1 skips the container side for a quick local loop.
@@ -27,9 +28,14 @@ step "mypy --strict runtime/pyfunc (pyproject's [tool.mypy])"
 step "The waitress floor: tests that reach into waitress, on the oldest version pyproject allows"
 scripts/test-waitress-floor.sh
 
+step "cloudevents 2.x: the binding tests on the SDK's other major"
+scripts/test-sdk2.sh
+
 if [ "${PYFUNC_SKIP_E2E:-0}" != 1 ]; then
   scripts/install-tools.sh
   scripts/build-images.sh
+  step "Every Python pyproject declares, in containers (scripts/test-pythons.sh)"
+  scripts/test-pythons.sh
   # pack, docker (API 1.41) and the cache paths, exactly as the scripts set them.
   # shellcheck source=lib.sh
   source scripts/lib.sh

@@ -21,10 +21,25 @@ from pathlib import Path
 from typing import Optional
 
 import requests
-from cloudevents.conversion import to_binary, to_structured
-from cloudevents.http import CloudEvent
+
+try:
+    from cloudevents.conversion import to_binary, to_structured
+    from cloudevents.http import CloudEvent, from_http  # noqa: F401 - the tests' decoder, either major
+
+    LEGACY = "cloudevents"
+except ImportError:  # cloudevents 2.x (scripts/test-sdk2.sh): the same 1.x API, under cloudevents.v1
+    from cloudevents.v1.conversion import to_binary, to_structured
+    from cloudevents.v1.http import CloudEvent, from_http  # noqa: F401
+
+    LEGACY = "cloudevents.v1"
 
 from pyfunc._server import free_port
+
+
+def legacy(source: str) -> str:
+    """A handler's source with 1.x's module paths (``from cloudevents.http import ...``) moved
+    under ``cloudevents.v1`` when 2.x is installed: the same handler tests both majors."""
+    return source.replace("from cloudevents.", f"from {LEGACY}.")
 
 
 @dataclass

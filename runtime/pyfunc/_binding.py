@@ -9,14 +9,14 @@ Rules (0.1.0's contract, extended): a parameter's *name* wins over its *type*.
 =============================== =========================================== =================
 parameter                       value                                       needs a CloudEvent
 =============================== =========================================== =================
-``event``                       ``cloudevents.http.CloudEvent``             yes
+``event``                       1.x-style ``CloudEvent`` (see _events)      yes
 ``data``, ``payload``           event data (typed when annotated)           yes
 ``attributes``                  new dict of the context attributes          yes
 ``req``, ``request``            ``flask.Request``                           no
 ``body``                        request body ``bytes`` (typed if annotated) no
 ``headers``                     request headers                             no
 annotated ``flask.Request``     ``flask.Request``                           no
-annotated with an SDK event     that SDK event type                         yes
+annotated with an SDK event     that SDK event type (1.x or 2.x)            yes
 =============================== =========================================== =================
 """
 

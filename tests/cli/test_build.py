@@ -180,3 +180,24 @@ def test_the_environment_overrides_the_docker_settings(fn, tmp_path):
     result = pyfunc("build", str(fn), env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "API=1.43 KEY=mine" in result.stdout
+
+
+def test_python_picks_the_builder_of_that_python(fn, tmp_path):
+    """`--python 3.13` builds with pyfunc/builder:3.13 (scripts/build-images.sh makes one per stack)."""
+    cache = tmp_path / "cache"
+    pack = fake_tool(cache / "tools" / "bin" / "pack", 'echo "pack $*"\n')
+    bin_dir = tmp_path / "bin"
+    fake_tool(bin_dir / "docker", "exit 0\n")
+    env = {"PATH": os.pathsep.join([str(bin_dir), os.path.dirname(sys.executable), "/usr/bin", "/bin"]),
+           "PYFUNC_CACHE": str(cache)}
+    if shutil.which("pack", path=env["PATH"]):
+        pytest.skip("pack is installed system-wide")
+    result = pyfunc("build", str(fn), "--image", "hello", "--python", "3.13", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"$ {pack} build hello --builder pyfunc/builder:3.13 --path {fn}" in result.stdout
+
+
+def test_python_is_a_minor_version_and_not_with_builder(fn):
+    assert "should look like 3.13" in one_error_line(pyfunc("build", str(fn), "--python", "3"))
+    result = pyfunc("build", str(fn), "--python", "3.13", "--builder", "x")
+    assert result.returncode == 2 and "not allowed with argument" in result.stderr

@@ -7,10 +7,10 @@ import json
 import pytest
 import requests
 
-from support import make_event, send
+from support import LEGACY, legacy, make_event, send
 
 # The handler echoes what each parameter received, as JSON, in the reply data.
-INTROSPECT = """
+INTROSPECT = legacy("""
 import flask
 from cloudevents.http import CloudEvent
 from cloudevents.sdk.event.base import BaseEvent
@@ -30,7 +30,7 @@ def handler(event, data, payload, attributes, req, request, body, headers):
         "body": body.decode(),
         "header": headers.get("Ce-Id"),
     }
-"""
+""")
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def test_every_name_binds(introspect):
     response = send(introspect.url, make_event({"k": "v"}, myext="ext-value"))
     assert response.status_code == 200, response.text
     got = response.json()
-    assert got["event_type"] == "cloudevents.http.event.CloudEvent"
+    assert got["event_type"] == f"{LEGACY}.http.event.CloudEvent"
     assert got["event_id"] == "evt-1"
     assert got["data"] == {"k": "v"}
     assert got["payload_is_data"] is True
@@ -62,7 +62,7 @@ def test_sdk_time_is_not_invented(introspect):
     assert response.json()["attributes"] == ["id", "mutated", "source", "specversion", "type"]
 
 
-TYPES = """
+TYPES = legacy("""
 from __future__ import annotations
 import flask
 from cloudevents.http import CloudEvent
@@ -77,7 +77,7 @@ def handler(a: BaseEvent, b: v1.Event, c: CloudEvent, d: AnyCloudEvent, r: flask
         "c": type(c).__name__, "d": type(d).__name__,
         "r": isinstance(r, flask.Request),
     }
-"""
+""")
 
 
 def test_type_rules_with_string_annotations(serve):

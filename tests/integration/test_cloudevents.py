@@ -7,10 +7,8 @@ import json
 
 import pytest
 import requests
-from cloudevents.conversion import to_structured
-from cloudevents.http import from_http
 
-from support import make_event, send
+from support import from_http, legacy, make_event, send, to_structured
 
 ECHO = """
 def handler(data, attributes):
@@ -220,7 +218,7 @@ def test_server_keeps_serving_after_bad_events(echo):
 # ---------------------------------------------------------------- return rules
 
 
-RETURNS = """
+RETURNS = legacy("""
 from cloudevents.http import CloudEvent
 from cloudevents.sdk.event import v1
 import flask
@@ -263,7 +261,7 @@ def handler(data):
         raise ValueError("secret internal detail")
     if kind == "exit":
         raise SystemExit(3)
-"""
+""")
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,8 @@ import json
 
 import pytest
 import requests
-from cloudevents.conversion import to_structured
-from cloudevents.http import from_http
 
-from support import make_event, send
+from support import from_http, make_event, send, to_structured
 
 # "echo" returns the SDK event it was given; anything else reports what the handler saw.
 SEEN = """

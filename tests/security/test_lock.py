@@ -39,7 +39,11 @@ def parse_lock(path: Path) -> dict[str, tuple[str, list[str]]]:
     return entries
 
 
-@pytest.mark.parametrize("lock", ["image/requirements.lock", "builder/requirements.lock"])
+# Every stack's locks (STACKS in scripts/versions.env): the default's have no suffix.
+STACK_SUFFIXES = ["", "-3.13", "-3.14"]
+
+
+@pytest.mark.parametrize("lock", [f"{d}/requirements{s}.lock" for s in STACK_SUFFIXES for d in ("image", "builder")])
 def test_lock_is_exact_and_hashed(lock):
     path = REPO / lock
     assert "scripts/lock.sh" in path.read_text().splitlines()[1], "generate it with scripts/lock.sh"
@@ -49,8 +53,9 @@ def test_lock_is_exact_and_hashed(lock):
         assert hashes, f"{lock}: {name} has no --hash"
 
 
-@pytest.mark.parametrize(("source", "lock"), [("pyproject.toml", "image/requirements.lock"),
-                                              ("builder/requirements.in", "builder/requirements.lock")])
+@pytest.mark.parametrize(("source", "lock"), [(src, f"{d}/requirements{s}.lock") for s in STACK_SUFFIXES
+                                              for src, d in (("pyproject.toml", "image"),
+                                                             ("builder/requirements.in", "builder"))])
 def test_lock_satisfies_its_source(source, lock):
     if source.endswith(".toml"):
         with open(REPO / source, "rb") as f:
@@ -67,5 +72,12 @@ def test_lock_satisfies_its_source(source, lock):
         assert spec.specifier.contains(version, prereleases=True), f"{lock} pins {name}=={version}, outside {spec}"
 
 
-def test_runtime_lock_has_no_build_tools():
-    assert not {"pip", "setuptools", "wheel", "cyclonedx-bom"} & set(parse_lock(REPO / "image/requirements.lock"))
+@pytest.mark.parametrize("suffix", STACK_SUFFIXES)
+def test_runtime_lock_has_no_build_tools(suffix):
+    tools = {"pip", "setuptools", "wheel", "cyclonedx-bom", "uv", "poetry"}
+    assert not tools & set(parse_lock(REPO / f"image/requirements{suffix}.lock"))
+
+
+def test_every_stack_has_its_locks():
+    stacks = re.search(r'^STACKS="([^"]*)"', (REPO / "scripts/versions.env").read_text(), re.M)[1].split()
+    assert ["" if i == 0 else "-" + entry.split(":")[0] for i, entry in enumerate(stacks)] == STACK_SUFFIXES

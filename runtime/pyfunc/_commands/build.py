@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -32,8 +33,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="the function's directory (default: the current directory)")
     parser.add_argument("-i", "--image", default=None,
                         help="image name (default: the directory's name, e.g. my-function)")
-    parser.add_argument("--builder", default=None,
-                        help=f"builder image [env PYFUNC_BUILDER, default {DEFAULT_BUILDER}]")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--builder", default=None,
+                       help=f"builder image [env PYFUNC_BUILDER, default {DEFAULT_BUILDER}]")
+    which.add_argument("--python", default=None, metavar="X.Y",
+                       help=f"the Python of the image: the builder {DEFAULT_BUILDER}:X.Y (scripts/build-images.sh "
+                            "makes 3.11, the default, 3.13 and 3.14)")
     parser.add_argument("--handler", default=None, metavar="TARGET",
                         help="module.func to serve, baked into the image (BP_PYTHON_HANDLER)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
@@ -84,7 +89,12 @@ def build(args: argparse.Namespace) -> int:
             raise PyfuncError(f"--env {item!r} should look like NAME=VALUE")
     if args.handler:
         build_env.append(f"BP_PYTHON_HANDLER={args.handler}")
-    builder = args.builder or os.environ.get("PYFUNC_BUILDER") or DEFAULT_BUILDER
+    if args.python is not None and not re.fullmatch(r"3\.\d+", args.python):
+        raise PyfuncError(f"--python {args.python!r} should look like 3.13 (a Python minor version)")
+    if args.python is not None:
+        builder = f"{DEFAULT_BUILDER}:{args.python}"
+    else:
+        builder = args.builder or os.environ.get("PYFUNC_BUILDER") or DEFAULT_BUILDER
     pack = find_pack(args.pack)
     if pack is None:
         raise PyfuncError(
