@@ -30,6 +30,7 @@ from typing import Any, Callable, Optional
 REPO = Path(__file__).resolve().parents[1]
 BENCH = "bench/results/latest.json"
 BENCH_IO = "bench/results/io.json"
+BENCH_EVENTING = "bench/results/eventing.json"
 CONTAINERS = "e2e/results/containers.json"
 RELIABILITY = "tests/reliability/results"
 RESULTS_GLOBS = ["bench/results/*.json", "bench/results/*/*.json", f"{RELIABILITY}/*.json", "e2e/results/*.json"]
@@ -235,6 +236,28 @@ def bench_io() -> str:
             f"p99 latency, peak RSS of the server.\n{source_line(BENCH_IO, res)}\n")
 
 
+def bench_eventing() -> str:
+    """What the delivery features cost: each variant's throughput ÷ plain pyfunc's, same run."""
+    res = load(BENCH_EVENTING)
+    if res is None:
+        return missing(BENCH_EVENTING, "`python3 bench/run.py --group eventing`")
+    variants = [s for s in res["servers"] if s.startswith("pyfunc-")]
+    rows = ["| scenario | pyfunc | " + " | ".join(v.replace("pyfunc-", "+ ").replace("-", " ") for v in variants)
+            + " |", "|---|---|" + "---|" * len(variants)]
+    for scn in res["scenarios"]:
+        plain = rps(res, "pyfunc", scn["id"])
+        cells = [f"{plain:,.0f} req/s" if plain else "FAIL"]
+        for variant in variants:
+            mine = rps(res, variant, scn["id"])
+            cells.append(f"{mine / plain:.2f}" if mine and plain else "FAIL")
+        what = scn["id"].replace("-new", ", a new event per request").replace("binary-100B-c8", "binary-100B-c8")
+        if not scn.get("unique"):
+            what += ", one id (duplicates: the replay path)"
+        rows.append(f"| {what} | " + " | ".join(cells) + " |")
+    return ("\n".join(rows) + "\n\nThroughput of each variant ÷ plain pyfunc's in the same run (higher is "
+            f"better; 1.00 = no cost).\n{source_line(BENCH_EVENTING, res)}\n")
+
+
 # ---- containers (e2e) -------------------------------------------------------------------------------
 
 
@@ -348,6 +371,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "bench-throughput": bench_throughput, "bench-cold-start": bench_cold_start, "bench-cost": bench_cost,
     "bench-compare": bench_compare, "bench-run-time": bench_run_time, "containers": containers,
     "image-sizes": image_sizes, "reliability": reliability, "bench-io": bench_io,
+    "bench-eventing": bench_eventing,
 }
 
 
