@@ -16,7 +16,8 @@ from reliability_support import LONG, record
 @pytest.mark.parametrize("requests", [
     # The long run's 1M soak stands for this one (else it would record a 50k run as soak-long).
     pytest.param(50_000, marks=pytest.mark.skipif(LONG, reason="the long form runs the 1M soak")),
-    pytest.param(1_000_000, marks=pytest.mark.slow),  # PYFUNC_RELIABILITY_LONG=1
+    # PYFUNC_RELIABILITY_LONG=1; about 7.5 min alone on 2 cores, so past pytest's default timeout.
+    pytest.param(1_000_000, marks=[pytest.mark.slow, pytest.mark.timeout(2400)]),
 ], ids=["short", "long"])
 def test_soak_mixed_requests_flat_rss_no_errors(requests: int) -> None:
     long = requests >= 1_000_000
