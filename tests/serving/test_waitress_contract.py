@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 import requests
@@ -288,6 +288,26 @@ BREAKS = {
 }
 
 
+def _serve_after_breaks(tmp_path: Path, extra_env: Optional[dict[str, str]] = None) -> tuple[Any, str, Path]:
+    """``python -m pyfunc TMP/fn`` started after ``import breaks`` (TMP/breaks.py) has changed waitress."""
+    code = ("import runpy, sys; sys.path.insert(0, sys.argv[1]); import breaks; sys.argv = ['pyfunc', sys.argv[2]]; "
+            "runpy.run_module('pyfunc', run_name='__main__', alter_sys=True)")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYFUNC_", "K_"))}
+    env.update({"PORT": str(port), "PYFUNC_HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1", **(extra_env or {})})
+    log_path = tmp_path / "server.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, "-c", code, str(tmp_path), str(tmp_path / "fn")],
+                                   stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(url, process, log_path)
+    except BaseException:
+        process.kill()
+        raise
+    return process, url, log_path
+
+
 def test_a_broken_deferral_contract_keeps_async_handlers_on_their_worker_with_one_warning(tmp_path: Path) -> None:
     (tmp_path / "fn").mkdir()
     (tmp_path / "fn" / "handler.py").write_text(ASYNC_ECHO)
@@ -301,18 +321,8 @@ def test_a_broken_deferral_contract_keeps_async_handlers_on_their_worker_with_on
         "    except BaseException:\n"
         "        raise\n"
         "c.HTTPChannel.service = caught\n")
-    code = ("import runpy, sys; sys.path.insert(0, sys.argv[1]); import breaks; sys.argv = ['pyfunc', sys.argv[2]]; "
-            "runpy.run_module('pyfunc', run_name='__main__', alter_sys=True)")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYFUNC_", "K_"))}
-    env.update({"PORT": str(port), "PYFUNC_HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1"})
-    log_path = tmp_path / "server.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-c", code, str(tmp_path), str(tmp_path / "fn")],
-                                   stdout=log, stderr=subprocess.STDOUT, env=env)
+    process, url, log_path = _serve_after_breaks(tmp_path)
     try:
-        url = f"http://127.0.0.1:{port}"
-        wait_until_up(url, process, log_path)
         with requests.Session() as session:
             for index in range(5):
                 assert session.post(url, data=f"n{index}", timeout=5).content == f"n{index}".encode()
@@ -331,19 +341,8 @@ def test_a_broken_contract_falls_back_to_waitress_loop_with_one_warning(tmp_path
     (tmp_path / "fn" / "handler.py").write_text(ECHO)
     # A sitecustomize-like wrapper: break waitress, then start pyfunc exactly as `python -m pyfunc`.
     (tmp_path / "breaks.py").write_text(BREAKS[broken] + "\n")
-    code = ("import runpy, sys; sys.path.insert(0, sys.argv[1]); import breaks; sys.argv = ['pyfunc', sys.argv[2]]; "
-            "runpy.run_module('pyfunc', run_name='__main__', alter_sys=True)")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYFUNC_", "K_"))}
-    env.update({"PORT": str(port), "PYFUNC_HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1",
-                "PYFUNC_MAX_BODY_SIZE": "1K"})
-    log_path = tmp_path / "server.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-c", code, str(tmp_path), str(tmp_path / "fn")],
-                                   stdout=log, stderr=subprocess.STDOUT, env=env)
+    process, url, log_path = _serve_after_breaks(tmp_path, {"PYFUNC_MAX_BODY_SIZE": "1K"})
     try:
-        url = f"http://127.0.0.1:{port}"
-        wait_until_up(url, process, log_path)
         with requests.Session() as session:
             for index in range(5):
                 assert session.post(url, data=f"n{index}", timeout=5).content == f"n{index}".encode()
