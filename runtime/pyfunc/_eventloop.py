@@ -15,9 +15,15 @@ with epoll once and recomputed only when it may have changed:
 
 The dispatchers that are not a connection (the listening socket, whose ``readable()``
 runs waitress's maintenance and applies the connection limit, and the trigger) are asked when
-the number of connections changed and every ``PERIODIC`` seconds. A worker that sends its own
-response (waitress's workers do, ``send_bytes`` being 1) and finds the socket full is helped at
-once: the loop sends the rest on the turn it is told, without waiting for a write event.
+the number of connections changed and every ``PERIODIC`` seconds.
+
+A worker sends its own response (waitress's workers do, ``send_bytes`` being 1); the loop
+watches a connection for writes only when no worker owns its output (data left after the
+response, a close) or after a worker said it found the socket full (its wake-up note): then
+the loop sends the rest on the turn it is told, and watches until all is sent. waitress's
+loop also watches while the worker is still writing: under level-triggered polling that spins,
+each turn finding the output locked by the worker, about five turns per request that cost the
+worker's core as much as its response did.
 
 Event handling itself is waitress's (``wasyncore.readwrite``), so a connection behaves as under
 the stock loop; only the bookkeeping is cheaper. Measured (bench/, CloudEvent echo, 4 threads):
@@ -35,7 +41,7 @@ import select
 import time
 from typing import Any, Callable, Optional
 
-from ._waitress import fileno, is_connection, readwrite
+from ._waitress import fileno, is_connection, readwrite, worker_owns_output
 
 READ = select.EPOLLIN | select.EPOLLPRI
 WRITE = select.EPOLLOUT
@@ -50,6 +56,7 @@ class EpollLoop:
         self.epoll = select.epoll()
         self.changed: collections.deque[Any] = collections.deque()  # appends are thread-safe
         self._registered: dict[int, tuple[Any, int]] = {}  # fd -> (dispatcher, mask)
+        self._flushing: set[int] = set()  # connections whose worker asked for help: watch writes until sent
         self._touched: list[Any] = []  # dispatchers the last turn sent events to
         self._others: list[Any] = []  # the dispatchers that are not connections: listener, trigger
         self._size = 0  # len(map) when the others were last asked
@@ -63,7 +70,10 @@ class EpollLoop:
 
     def forget(self, fd: Optional[int]) -> None:
         """A dispatcher leaves the map: drop its registration while its fd is still open."""
-        if fd is None or self._registered.pop(fd, None) is None:
+        if fd is None:
+            return
+        self._flushing.discard(fd)
+        if self._registered.pop(fd, None) is None:
             return
         try:
             self.epoll.unregister(fd)
@@ -98,7 +108,7 @@ class EpollLoop:
             changed = self.changed
             while changed:
                 obj = changed.popleft()
-                if self._refresh(obj) & WRITE:
+                if self._refresh(obj, noted=True) & WRITE:
                     # A worker left a response to send: send it now rather than on the next
                     # turn (the socket is nearly always writable), then watch what is left.
                     readwrite(obj, WRITE)
@@ -123,8 +133,11 @@ class EpollLoop:
         for obj in everything:
             self._refresh(obj)
 
-    def _refresh(self, obj: Any) -> int:
-        """Register what ``obj`` waits for now; returns that mask (0 when closed or idle)."""
+    def _refresh(self, obj: Any, noted: bool = False) -> int:
+        """Register what ``obj`` waits for now; returns that mask (0 when closed or idle).
+
+        ``noted``: a worker woke the loop about ``obj`` (it may have left output it could not send).
+        """
         fd = fileno(obj)
         if fd is None:
             return 0  # closed meanwhile
@@ -135,7 +148,13 @@ class EpollLoop:
         if obj.readable():
             mask = READ
         if obj.writable() and not obj.accepting:
-            mask |= WRITE
+            if noted:
+                self._flushing.add(fd)
+                mask |= WRITE
+            elif fd in self._flushing or not worker_owns_output(obj):
+                mask |= WRITE
+        else:
+            self._flushing.discard(fd)
         known = self._registered.get(fd)
         if known is not None:
             if known[0] is obj:

@@ -23,6 +23,9 @@ when any of this stops being true. Relied on, and why:
   sets ``error_task_class`` / ``parser_class``.
 - ``wasyncore.readwrite(obj, flags)`` and the dispatcher's ``_fileno``, ``readable()``,
   ``writable()``, ``accepting``: the loop handles events exactly as waitress's own loop does.
+  A worker that writes a response flushes it itself (``write_soon``) and calls
+  ``pull_trigger()`` when it could not send it all, so the loop does not watch for writes on a
+  connection whose ``requests`` are a worker's (see :func:`worker_owns_output`).
 - ``ErrorTask.execute`` reads ``self.request.error`` (``.code``, ``.body``); the parser has
   ``command``, ``path``, ``headers``, ``header_plus``, ``chunked``, ``body_rcv``; a
   ``ChunkedReceiver`` has ``buf``, ``chunk_remainder`` and ``error``.
@@ -91,6 +94,16 @@ def _missing(*_args: Any) -> None:
 readwrite: Callable[[Any, int], None] = getattr(wasyncore, "readwrite", _missing)
 # The fd a dispatcher is registered under in the socket map (None once closed).
 fileno: Callable[[Any], Optional[int]] = operator.attrgetter("_fileno")
+
+
+def worker_owns_output(channel: Any) -> bool:
+    """A request of ``channel`` is queued or in a worker, which sends its response itself.
+
+    waitress's workers flush what they write (``write_soon``, ``send_bytes`` 1) and wake the loop
+    when the socket is full. Until then the loop has nothing to send: asked to, it would only
+    find the output buffer locked by the worker (``_flush_some_if_lockable``) and ask again.
+    """
+    return bool(channel.requests) and not channel.will_close
 
 
 class Loop(Protocol):
