@@ -35,6 +35,8 @@ READINESS_PATHS = ("/health/readiness", "/health/ready")
 ALLOW = "GET, HEAD, POST, OPTIONS"
 METRICS_PATH = "/metrics"  # pyfunc's only with PYFUNC_METRICS=true; the function's otherwise
 NO_REPLY = Response(202, [], b"")
+# The reply mode of one event of a batch answered as a batch without dedup: see _BatchReply.
+BATCH_ITEM = "batch-item"
 # The environ key of a deferred invocation the worker resumes (see AsyncInvocation).
 RESUMED = "pyfunc.resumed"
 # The access-log status of a request whose client hung up before its answer (nginx's usage).
@@ -678,6 +680,9 @@ class FunctionApp:
                 reply = reply_event(result)
                 if reply is None:
                     response, outcome = NO_REPLY, "no-reply"
+                elif mode == BATCH_ITEM:
+                    response = _BatchReply(codec.event_to_json(self._complete(reply[0], event, environ), reply[1]))
+                    outcome = "reply"
                 else:
                     response = self._encode(mode or STRUCTURED, [(self._complete(reply[0], event, environ), reply[1])])
                     outcome = "reply"
@@ -761,7 +766,8 @@ class FunctionApp:
                 responses.append(self._duplicate(found, event))
                 continue
             ok, value, seconds = next(remaining)
-            responses.append(self._conclude(environ, event, STRUCTURED, ok, value, seconds, claim, done))
+            mode = BATCH_ITEM if self.dedup is None and (self.reply_mode or BATCH) == BATCH else STRUCTURED
+            responses.append(self._conclude(environ, event, mode, ok, value, seconds, claim, done))
         if self.dedup is not None:
             self.dedup.finish_all(done)
         if self.metrics is not None:
@@ -868,9 +874,11 @@ class FunctionApp:
         """binding §3.3: one call per event, in order, each on its own (docs/delivery.md, "Batches")."""
         if self.metrics is not None:  # eventing hook
             self.metrics.batch_events.observe(len(events))
-        # Each reply encoded structured on its own (what dedup stores); the batch is their JSON array.
+        # With dedup, each reply is encoded structured on its own (what dedup stores) and the batch
+        # is their JSON array; without, the replies are encoded together (BATCH_ITEM).
         if self.dedup is None:
-            results = [self._one(environ, body, request, event, STRUCTURED) for event in events]
+            mode = BATCH_ITEM if (self.reply_mode or BATCH) == BATCH else STRUCTURED
+            results = [self._one(environ, body, request, event, mode) for event in events]
         else:  # --- eventing hook: the batch's events claimed, and later marked done, together
             claims = self.dedup.claim_all([event.attributes for event in events])
             done: list[Any] = []
@@ -885,6 +893,14 @@ class FunctionApp:
         429…: Knative redelivers the whole batch; with dedup only the events not done run
         again), else 422 (only drops: dead-lettered)."""
         if all(isinstance(r, Response) and r.status < 300 for r in results):
+            if (self.reply_mode or BATCH) == BATCH and all(type(r) is _BatchReply or r is NO_REPLY for r in results):
+                try:
+                    body = codec.dump_json([r.event_json for r in results if type(r) is _BatchReply])
+                    return Response(200, [("Content-Type", codec.BATCH_CONTENT_TYPE)], body)
+                except InvalidReply:
+                    # A reply's data cannot be encoded: that event fails, as it would have had
+                    # it been encoded on its own, and the batch answers as any partial failure.
+                    return _batch_failure(events, [self._encoded(r) for r in results])
             try:
                 bodies = [_structured_body(r) for r in results if r.status != 202 and r.body]
                 if (self.reply_mode or BATCH) == BATCH:
@@ -895,6 +911,15 @@ class FunctionApp:
             except (InvalidReply, RequestError) as exc:
                 return self._failed(exc)
         return _batch_failure(events, results)
+
+    def _encoded(self, response: Any) -> Any:
+        """A batch's reply encoded on its own, or the failure to encode it."""
+        if type(response) is not _BatchReply:
+            return response
+        try:
+            return Response(200, response.headers, codec.dump_json(response.event_json))
+        except InvalidReply as exc:
+            return self._failure(exc)[1]
 
     def _complete(self, attributes: dict[str, Any], event: Event, environ: dict[str, Any]) -> dict[str, Any]:
         reply = codec.complete_reply(attributes, event, self.default_source)
@@ -994,6 +1019,18 @@ def _outcome_of_response(response: Any) -> str:
     if isinstance(response, Response):
         return outcome_of_status(response.status, bool(response.body))
     return outcome_of_status(getattr(response, "status_code", 200), True)
+
+
+class _BatchReply(Response):
+    """One event's reply in a batch, kept as its JSON object (json §3) until the whole batch is
+    encoded with one dump: a dump per event cost as much as the event's handler (bench/, batch
+    of 10). Only a batch without dedup (which stores each reply encoded) and answered as a batch."""
+
+    __slots__ = ("event_json",)
+
+    def __init__(self, event_json: dict[str, Any]) -> None:
+        super().__init__(200, [("Content-Type", codec.STRUCTURED_CONTENT_TYPE)], b"")
+        self.event_json = event_json
 
 
 def _structured_body(response: Response) -> bytes:

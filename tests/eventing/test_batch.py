@@ -100,3 +100,30 @@ def test_without_dedup_every_event_still_runs_on_its_own(serve, tmp_path, source
     (tmp_path / "calls.fixed").touch()
     assert post(running.url, batch({}, {"fail": True}, {})).status_code == 200  # at least once: all run again
     assert len((tmp_path / "calls").read_text().split()) == 6
+
+
+UNENCODABLE = """
+def handler(event):
+    if (event.data or {}).get("odd"):
+        return {"type": "reply", "source": "/t"}, {"value": object()}  # no JSON form
+    if (event.data or {}).get("silent"):
+        return None
+    return {"type": "reply", "source": "/t", "n": event["id"]}, {"echo": event["id"]}
+"""
+
+
+@pytest.mark.parametrize("source", [UNENCODABLE, UNENCODABLE.replace("def handler", "async def handler")],
+                         ids=["sync", "async"])
+def test_without_dedup_a_reply_that_cannot_be_encoded_fails_only_its_event(serve, source):
+    """Without dedup the batch's replies are encoded together: one that has no JSON form still
+    fails alone (a 500 for its event), as when each reply was encoded on its own."""
+    running = serve(source)
+    whole = post(running.url, batch({}, {"silent": True}, {}))
+    assert whole.status_code == 200
+    assert whole.headers["Content-Type"] == BATCH
+    assert [(e["n"], e["data"]) for e in whole.json()] == [("e1", {"echo": "e1"}), ("e3", {"echo": "e3"})]
+    assert all(e["specversion"] == "1.0" and e["id"] and e["time"] for e in whole.json())
+    partial = post(running.url, batch({}, {"odd": True}, {}))
+    assert partial.status_code == 500
+    assert [e["status"] for e in partial.json()["events"]] == [200, 500, 200]
+    assert "object" not in partial.text  # no exception text or type names leak into the answer
