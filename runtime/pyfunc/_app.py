@@ -39,6 +39,8 @@ NO_REPLY = Response(202, [], b"")
 BATCH_ITEM = "batch-item"
 # The environ key of a deferred invocation the worker resumes (see AsyncInvocation).
 RESUMED = "pyfunc.resumed"
+# What handlers return most: no isawaitable() (an ABC check) for them.
+_NEVER_AWAITABLE = frozenset({tuple, dict, list, str, bytes, type(None), int, float, bool})
 # The access-log status of a request whose client hung up before its answer (nginx's usage).
 CLIENT_CLOSED = 499
 
@@ -940,14 +942,18 @@ class FunctionApp:
         if len(replies) > 1:
             raise InvalidReply("several replies can only be sent in batch mode")
         attributes, data = replies[0]
-        if mode == STRUCTURED or (self.reply_mode is None and codec.needs_percent_encoding(attributes)):
+        if mode != STRUCTURED:
             # Under auto, a reply that binary mode would percent-encode goes out structured: the
             # Go and JavaScript SDKs (Knative eventing's dispatchers among them) do not
             # percent-decode ce- headers (sdk-go issue 1331), so `héllo wörld` would reach the
             # next consumer as `h%C3%A9llo%20w%C3%B6rld`; JSON carries every value exactly.
-            headers, body = codec.encode_structured(attributes, data)
-        else:
-            headers, body = codec.encode_binary(attributes, data)
+            if self.reply_mode is None:
+                encoded = codec.encode_binary_plain(attributes, data)
+                if encoded is not None:
+                    return Response(200, *encoded)
+            else:
+                return Response(200, *codec.encode_binary(attributes, data))
+        headers, body = codec.encode_structured(attributes, data)
         return Response(200, headers, body)
 
     def _call(self, inv: Invocation) -> Any:
@@ -958,7 +964,7 @@ class FunctionApp:
             result = self._executor.call(self.timeout, self.function, *args, **kwargs)
         else:
             result = self.function(*args, **kwargs)
-        if inspect.isawaitable(result):  # a sync wrapper around a coroutine
+        if type(result) not in _NEVER_AWAITABLE and inspect.isawaitable(result):  # a sync wrapper around a coroutine
             return self._run_async(result, self.timeout)
         return result
 

@@ -179,20 +179,14 @@ def encode_header_value(value: Any) -> str:
     text = canonical_string(value)
     if not _NEEDS_PERCENT.search(text):
         return text
+    return _percent_encoded(text)
+
+
+def _percent_encoded(text: str) -> str:
     return "".join(
         "".join(f"%{b:02X}" for b in ch.encode("utf-8")) if _NEEDS_PERCENT.match(ch) else ch
         for ch in text
     )
-
-
-def needs_percent_encoding(attributes: dict[str, Any]) -> bool:
-    """Whether a ``ce-`` header of these attributes would carry a percent-encoded value.
-
-    Only strings can (the canonical forms of the other types are printable ASCII), and not
-    ``datacontenttype``, which binary mode sends as the plain Content-Type header.
-    """
-    return any(type(value) is str and _NEEDS_PERCENT.search(value) and name != "datacontenttype"
-               for name, value in attributes.items())
 
 
 def canonical_string(value: Any) -> str:
@@ -302,13 +296,30 @@ def decode_data(body: bytes, content_type: Optional[str], *, guess: bool = False
     return body
 
 
+class _HeaderNames(dict[str, str]):
+    """WSGI environ key → the attribute its ``ce-`` header carries ("" for any other key).
+
+    The same two dozen keys arrive on every request: each is sliced and lower-cased once, not
+    per request. Bounded, so hostile header names cannot grow it.
+    """
+
+    def __missing__(self, key: str) -> str:
+        name = key[8:].lower() if key[:8] == "HTTP_CE_" else ""
+        if len(self) < 4096:
+            self[key] = name
+        return name
+
+
+_CE_HEADER_NAMES = _HeaderNames()
+
+
 def decode_binary(environ: dict[str, Any], body: bytes) -> Event:
     """binding §3.1: attributes from ``ce-`` headers, data is the body, Content-Type is datacontenttype."""
     # WSGI spells header "ce-foo" as HTTP_CE_FOO; "-" and "_" both become "_", so an
     # underscore here was a dash on the wire and attribute names never contain either.
-    attributes: dict[str, Any] = {
-        key[8:].lower(): decode_header_value(value) for key, value in environ.items() if key[:8] == "HTTP_CE_"
-    }
+    names = _CE_HEADER_NAMES
+    attributes: dict[str, Any] = {name: decode_header_value(value) for key, value in environ.items()
+                                  if (name := names[key])}
     if "specversion" not in attributes:
         raise BadEvent(
             "not-a-cloudevent",
@@ -533,15 +544,36 @@ _json_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), defau
 
 def encode_binary(attributes: dict[str, Any], data: Any) -> tuple[list[tuple[str, str]], bytes]:
     """binding §3.1: ``ce-`` headers plus the data as body; never a ``ce-datacontenttype``."""
+    encoded = _encode_binary(attributes, data, plain_only=False)
+    assert encoded is not None
+    return encoded
+
+
+def encode_binary_plain(attributes: dict[str, Any], data: Any) -> Optional[tuple[list[tuple[str, str]], bytes]]:
+    """:func:`encode_binary`, or None when a ``ce-`` header value would be percent-encoded.
+
+    Only strings can be (the canonical forms of the other types are printable ASCII), and not
+    ``datacontenttype``, which binary mode sends as the plain Content-Type header.
+    """
+    return _encode_binary(attributes, data, plain_only=True)
+
+
+def _encode_binary(attributes: dict[str, Any], data: Any,
+                   plain_only: bool) -> Optional[tuple[list[tuple[str, str]], bytes]]:
+    headers = []
+    for name, value in attributes.items():
+        if name == "datacontenttype":
+            continue
+        text = value if type(value) is str else canonical_string(value)
+        if _NEEDS_PERCENT.search(text):
+            if plain_only:
+                return None
+            text = _percent_encoded(text)
+        headers.append(("ce-" + name, text))
     content_type = attributes.get("datacontenttype")
     body, content_type = _data_bytes(data, content_type)
     if body and _base64_encoded_03(attributes):
         body = base64.b64encode(body)  # the reply says its body is base64: make it so
-    headers = [
-        ("ce-" + name, encode_header_value(value))
-        for name, value in attributes.items()
-        if name != "datacontenttype"
-    ]
     if content_type:
         if not isinstance(content_type, str) or not _PRINTABLE_HEADER.match(content_type):
             raise InvalidReply(f"datacontenttype {content_type!r} is not a valid Content-Type value")
