@@ -29,6 +29,12 @@ everything but the socket. Lifecycle hooks run too: ``start(cfg)`` when the clie
     def test_http(client):
         reply = client.post("/", json={"name": "Ada"})
         assert reply.ok and reply.json == {"hello": "Ada"}
+
+Events may also be the installed cloudevents SDK's own objects, of either major: ``send`` and
+``batch`` take them (1.x's ``cloudevents.http.CloudEvent``, 2.x's
+``cloudevents.core.v1.event.CloudEvent`` and its ``cloudevents.v1.*`` compat types…), and
+``Reply.cloudevent(cls)`` gives the reply back as one, built as a handler parameter annotated
+``cls`` would receive it.
 """
 
 from __future__ import annotations
@@ -115,6 +121,21 @@ class Reply:
         """The body parsed as JSON (a problem+json error body, too)."""
         return jsonlib.loads(self.body) if self.body else None
 
+    def cloudevent(self, cls: Any = None) -> Any:
+        """The reply event as a cloudevents SDK object of the installed major: what a handler
+        parameter annotated ``cls`` would receive (attributes as sent, ``time`` a ``datetime``
+        for 2.x's ``cloudevents.core.v1.event.CloudEvent``). ``cls`` defaults to what an
+        unannotated ``event`` parameter gets: ``cloudevents.http.CloudEvent`` (1.x), the same
+        class from ``cloudevents.v1.http`` (2.x). For a batch reply see :meth:`cloudevents`."""
+        if self.mode is None or self.mode == BATCH:
+            what = "a batch: use cloudevents()" if self.mode == BATCH else "not a CloudEvent"
+            raise PyfuncError(f"this reply is {what}")
+        return _to_cloudevent(self.events[0], cls)
+
+    def cloudevents(self, cls: Any = None) -> list[Any]:
+        """Every event of the reply (one, or a batch's) as SDK objects, as :meth:`cloudevent`."""
+        return [_to_cloudevent(event, cls) for event in self.events]
+
     def __repr__(self) -> str:
         if self.mode == BATCH:
             what = f"{len(self.events)} events"
@@ -182,19 +203,20 @@ class FunctionClient:
         event = make_event(data, type=type, source=source, id=id, datacontenttype=datacontenttype, **extensions)
         return self.send(event, mode=mode, headers=headers)
 
-    def send(self, event: Event, *, mode: str = BINARY, headers: Optional[Mapping[str, str]] = None) -> Reply:
-        """Send an :class:`Event` you built yourself (see :func:`make_event`)."""
+    def send(self, event: Any, *, mode: str = BINARY, headers: Optional[Mapping[str, str]] = None) -> Reply:
+        """Send an :class:`Event` you built yourself (see :func:`make_event`), or a cloudevents
+        SDK event (either major), encoded as pyfunc encodes a handler's SDK reply."""
         if mode == BINARY:
-            wire_headers, body = codec.encode_binary(event.attributes, event.data)
+            wire_headers, body = codec.encode_binary(*_wire(event))
         elif mode == STRUCTURED:
-            wire_headers, body = codec.encode_structured(event.attributes, event.data)
+            wire_headers, body = codec.encode_structured(*_wire(event))
         elif mode == BATCH:
             return self.batch([event], headers=headers)
         else:
             raise ValueError(f"mode must be 'binary', 'structured' or 'batch', not {mode!r}")
         return self.request("POST", "/", body=body, headers=[*wire_headers, *_items(headers)])
 
-    def batch(self, events: Iterable[Union[Event, Mapping[str, Any]]],
+    def batch(self, events: Iterable[Union[Event, Mapping[str, Any], Any]],
               headers: Optional[Mapping[str, str]] = None) -> Reply:
         """Send several events as one batch; each is an :class:`Event` or a dict.
 
@@ -203,8 +225,8 @@ class FunctionClient:
         """
         items = []
         for item in events:
-            if isinstance(item, Event):
-                items.append((item.attributes, item.data))
+            if isinstance(item, Event) or _is_sdk(item):  # (an SDK event may be a Mapping too)
+                items.append(_wire(item))
                 continue
             attributes = dict(item)
             data = attributes.pop("data", None)
@@ -309,6 +331,34 @@ def decode_reply(status: int, headers: list[tuple[str, str]], body: bytes) -> Re
     if mode != BATCH:
         reply.event, reply.data = events[0].attributes, events[0].data
     return reply
+
+
+def _to_cloudevent(event: Event, cls: Any = None) -> Any:
+    """``event`` as the cloudevents SDK type ``cls`` (see :meth:`Reply.cloudevent`)."""
+    from ._events import _default_event_class, converter_for_event_type
+
+    convert = converter_for_event_type(cls if cls is not None else _default_event_class())
+    if convert is None:
+        raise TypeError(f"{cls!r} is not a CloudEvent type of the installed cloudevents SDK")
+    return convert(event)
+
+
+def _wire(event: Any) -> tuple[dict[str, Any], Any]:
+    """``(attributes, data)`` to encode for an :class:`Event` or an SDK event of either major."""
+    if not _is_sdk(event):
+        return event.attributes, event.data  # an Event: as given
+    from ._events import reply_from_sdk
+
+    sdk = reply_from_sdk(event)
+    if sdk is None:
+        raise TypeError(f"{type(event).__module__}.{type(event).__name__} is not a CloudEvent")
+    attributes, data = sdk
+    # As pyfunc sends an SDK reply: unset optional attributes (None) are not attributes.
+    return {name: value for name, value in attributes.items() if value is not None}, data
+
+
+def _is_sdk(value: Any) -> bool:
+    return type(value).__module__.startswith("cloudevents")
 
 
 def _plain_data(body: bytes, content_type: Optional[str]) -> Any:

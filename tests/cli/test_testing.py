@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 import textwrap
 from pathlib import Path
@@ -167,3 +169,123 @@ def test_same_reply_as_the_real_server(tmp_path, serve):
     }
     assert local.body == remote.content
     assert local.content_type == remote.headers["Content-Type"]
+
+
+# ---------------------------------------------------------------- the installed SDK's own events
+
+SDK2 = importlib.util.find_spec("cloudevents.core") is not None
+needs_sdk2 = pytest.mark.skipif(not SDK2, reason="cloudevents 2.x only (scripts/test-sdk2.sh)")
+# The 1.x API: top-level on 1.x, 2.x's compat copy under cloudevents.v1 on 2.x.
+LEGACY = "cloudevents.v1" if SDK2 else "cloudevents"
+SENT = {"type": "com.example.ping", "source": "/sdk", "id": "sdk-1", "myext": "x",
+        "datacontenttype": "application/json"}
+
+
+def _legacy(name: str):
+    return importlib.import_module(f"{LEGACY}.{name}")
+
+
+def _v1_event():
+    event = _legacy("sdk.event.v1").Event()
+    event.SetEventType(SENT["type"]).SetSource(SENT["source"]).SetEventID(SENT["id"])
+    event.SetExtensions({"myext": "x"}).SetContentType("application/json").SetData({"a": 1})
+    return event
+
+
+def _v1_attributes(event) -> dict:
+    properties = {k: v for k, v in event.Properties().items() if v is not None}
+    data = properties.pop("data", None)
+    properties.update(properties.pop("extensions", None) or {})
+    return {"attributes": properties, "data": data}
+
+
+def _abstract_attributes(event) -> dict:
+    attributes = {k: v for k, v in event.get_attributes().items() if v is not None}
+    return {"attributes": attributes, "data": event.get_data()}
+
+
+LEGACY_KINDS = {
+    # kind: (the SDK class, build one carrying SENT and {"a": 1}, read it back)
+    "http": (lambda: _legacy("http").CloudEvent,
+             lambda: _legacy("http").CloudEvent(dict(SENT), {"a": 1}), _abstract_attributes),
+    "pydantic": (lambda: _legacy("pydantic").CloudEvent,
+                 lambda: _legacy("pydantic").CloudEvent.create(dict(SENT), {"a": 1}), _abstract_attributes),
+    "v1": (lambda: _legacy("sdk.event.v1").Event, _v1_event, _v1_attributes),
+}
+
+
+@pytest.mark.parametrize("mode", ["binary", "structured", "batch"])
+@pytest.mark.parametrize("kind", sorted(LEGACY_KINDS))
+def test_legacy_sdk_events_round_trip(tmp_path, kind, mode):
+    """1.x's types on 1.x, 2.x's cloudevents.v1.* compat types on 2.x: sent as they are, and
+    the echoed reply read back as the same type, attributes as sent (but a fresh `id`)."""
+    cls, build, read = (part() if index == 0 else part for index, part in enumerate(LEGACY_KINDS[kind]))
+    sent = build()
+    with FunctionClient(function(tmp_path, "def handler(event):\n    return event\n")) as client:
+        reply = client.send(sent, mode=mode)
+    assert reply.status == 200, reply.text
+    got = reply.cloudevent(cls) if mode != "batch" else reply.cloudevents(cls)[0]
+    assert type(got) is cls
+    expected, actual = read(sent), read(got)
+    assert actual["data"] == expected["data"] == {"a": 1}
+    assert actual["attributes"].pop("id") != SENT["id"]  # same source + id as the event it answers
+    if "time" not in expected["attributes"]:  # v1.Event() has none: the reply gets one, as on the server
+        assert actual["attributes"].pop("time").endswith("Z")
+    assert actual["attributes"] == {k: v for k, v in expected["attributes"].items() if k != "id"}
+    if mode != "batch":  # by default, what an unannotated `event` parameter gets
+        assert type(reply.cloudevent()) is _legacy("http").CloudEvent
+
+
+CORE_ECHO = """
+from cloudevents.core.v1.event import CloudEvent
+
+def handler(event: CloudEvent):
+    assert type(event) is CloudEvent, type(event)
+    return event
+"""
+
+
+@needs_sdk2
+@pytest.mark.parametrize("mode", ["binary", "structured", "batch"])
+def test_core_sdk_events_round_trip(tmp_path, mode):
+    """2.x's own CloudEvent goes in through send() and comes back from Reply.cloudevent(),
+    its `time` a datetime both ways, and the handler binds it as that type."""
+    from datetime import datetime, timezone
+
+    from cloudevents.core.v1.event import CloudEvent
+
+    moment = datetime(2024, 5, 6, 7, 8, 9, 123000, tzinfo=timezone.utc)
+    sent = CloudEvent({**SENT, "time": moment}, {"a": 1})
+    with FunctionClient(function(tmp_path, CORE_ECHO)) as client:
+        reply = client.send(sent, mode=mode)
+        other = client.batch([sent, make_event(2)]) if mode == "batch" else None
+    assert reply.status == 200, reply.text
+    got = reply.cloudevent(CloudEvent) if mode != "batch" else reply.cloudevents(CloudEvent)[0]
+    assert type(got) is CloudEvent
+    assert got.get_time() == moment and got.get_data() == {"a": 1}
+    assert got.get_extension("myext") == "x" and got.get_id() != SENT["id"]
+    assert {k: v for k, v in got.get_attributes().items() if k != "id"} == {
+        k: v for k, v in sent.get_attributes().items() if k != "id"}
+    if other is not None:  # SDK events and pyfunc Events mix in a batch
+        assert [e.get_data() for e in other.cloudevents(CloudEvent)] == [{"a": 1}, 2]
+
+
+@needs_sdk2
+def test_core_protocol_and_compat_types_read_the_reply(tmp_path):
+    from cloudevents.core.base import BaseCloudEvent
+    from cloudevents.core.v1.event import CloudEvent
+
+    with FunctionClient(function(tmp_path, "def handler(event):\n    return event\n")) as client:
+        reply = client.event({"a": 1}, time="2021-02-03T04:05:06Z")
+    assert type(reply.cloudevent(BaseCloudEvent)) is CloudEvent  # the protocol: its v1.0 class
+    assert reply.cloudevent(CloudEvent).get_time().year == 2021
+    assert type(reply.cloudevent()).__module__ == "cloudevents.v1.http.event"
+
+
+def test_reply_cloudevent_refuses_what_is_not_one(echo):
+    with pytest.raises(TypeError, match="not a CloudEvent type"):
+        echo.event(1).cloudevent(dict)
+    with pytest.raises(Exception, match="batch"):
+        echo.batch([{"data": 1}]).cloudevent()
+    with pytest.raises(Exception, match="not a CloudEvent"):
+        echo.post(json={"a": 1}).cloudevent()

@@ -10,7 +10,7 @@ from datetime import datetime
 
 import requests
 
-from support import make_event, send
+from support import make_event, send, to_binary
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
@@ -201,8 +201,6 @@ def test_access_lines_from_concurrent_requests_are_all_written_once_in_order(ser
     """The server batches access lines per loop turn: none may be lost, doubled or reordered
     within a connection, and those still queued at SIGTERM are written before exit."""
     import threading
-
-    from cloudevents.conversion import to_binary
 
     server = serve(ECHO_HANDLER)
     clients, per_client = 8, 60

@@ -6,9 +6,8 @@ import json
 
 import pytest
 import requests
-from cloudevents.http import from_http
 
-from support import make_event, send
+from support import from_http, make_event, send
 
 PARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 STATE = "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"
