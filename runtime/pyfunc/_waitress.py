@@ -819,10 +819,32 @@ def install_deferral(server: Any) -> bool:
 # ------------------------------------------------------------------------------------ the elastic pool
 
 STARVATION_TICK = 0.01  # seconds between looks at a queue that waits for a worker
-CPU_BUSY = 0.5  # the process used at least this share of a core: its workers are computing, not blocked
-STARVED = 0.5  # seconds with work queued and no task finished: grow even if the process looks busy
+# The workers' own CPU clocks advanced, summed, by at least this share of the starved ticks:
+# they are computing, not blocked. Blocked workers' clocks stand still: measured, at most 0.4%
+# of a tick for all of them together (each wakes for a few µs at most). Computing ones advance
+# by the share of a core the GIL holder gets: all of it on an idle machine, a median of 20-40%
+# of each tick with 3-4 busy loops plus a loaded CI machine's jobs on 2 cores. 5% is more than
+# 10x the first and 4-8x under the second. Single 10 ms ticks are noisier (under such load the
+# thread holding the GIL is sometimes preempted for a whole tick, and no worker runs), so the
+# share is taken over the whole run of starved ticks, which the decision to grow rests on. The
+# limit: on a machine so loaded that the process gets under 5% for the whole run (measured: 3
+# busy loops on top of a CI machine at load 6-9, where each GIL hand-off waits for a CPU), no
+# CPU time tells computing workers from blocked ones, and the pool may still grow.
+WORKERS_BUSY = 0.05
+CPU_BUSY = 0.5  # without per-thread clocks: the process used at least this share of a core
+STARVED = 0.5  # seconds with tasks waiting and none finished: grow even if the workers look busy
 STRIKES = 2  # consecutive starved ticks before the pool grows (one can be a scheduling hiccup)
 BUSY_TICK = 0.1  # the longest look interval, reached while the workers keep finishing tasks
+
+
+def _thread_clock() -> Optional[int]:
+    """The calling thread's CPU clock, or None where the platform has none (macOS, Windows)."""
+    try:
+        clock: int = time.pthread_getcpuclockid(threading.get_ident())
+        time.clock_gettime(clock)
+    except (AttributeError, OSError):
+        return None
+    return clock
 
 
 class ElasticDispatcher(ThreadedTaskDispatcher):
@@ -835,14 +857,32 @@ class ElasticDispatcher(ThreadedTaskDispatcher):
     Growth is decided like .NET's thread pool, by starvation: a watcher looks at the queue
     every ``STARVATION_TICK`` while it holds tasks no idle worker will take, and starts
     threads for all of them at once when, for ``STRIKES`` ticks in a row, no task finished
-    *and* the process used less than half a core (``time.process_time``) while the watcher
-    itself got the CPU on time (a late wake-up means a CPU-starved process, not blocked
-    workers). Half a second without any task finishing grows the pool regardless. While tasks
-    keep finishing, the watcher looks less and less often (up to every ``BUSY_TICK``), and
-    once nothing waits it sleeps until :meth:`add_task` wakes it. Workers that compute keep finishing
-    tasks or keep the CPU busy, so a CPU-bound load never grows the pool: under the GIL more
-    threads would only share the same core. A load that blocks leaves the CPU idle with
-    tasks waiting, and gets a thread per waiting task within a tick or two.
+    *and* the workers did not compute, while the watcher itself got the CPU on time (a late
+    wake-up means a CPU-starved process, not blocked workers). Half a second of tasks waiting
+    without any finishing grows the pool regardless (counted from when they began to wait, not
+    from a task that finished before an idle spell). While tasks keep finishing, the watcher
+    looks less and less often (up to every ``BUSY_TICK``), and once nothing waits it sleeps
+    until :meth:`add_task` wakes it. Workers that compute keep finishing tasks or keep their CPU
+    clocks running, so a CPU-bound load never grows the pool: under the GIL more threads would
+    only share the same core. A load that blocks leaves the workers' clocks still with tasks
+    waiting, and gets a thread per waiting task within a tick or two.
+
+    Whether the workers computed is read from their own CPU clocks (each worker takes
+    ``pthread_getcpuclockid`` once, when it starts): summed, they advance by ``WORKERS_BUSY`` of
+    the run of starved ticks or more (see there for the threshold). Why not the process's CPU
+    time (``time.process_time``), as before: it asks whether the *process* got half a core, and
+    a process whose workers compute gets less than that when other processes load the machine,
+    so it looked blocked and the pool grew for nothing; it also counted the event loop's and
+    other threads' work. A thread's clock only says whether *it* ran: a blocked worker's stands
+    still whatever the machine does, and a computing worker's advances by whatever share of a
+    core it gets. Under the GIL one busy worker runs at a time and the others wait for it, their
+    clocks still; the sum over the workers is the GIL holder's time, so a pool waiting for the
+    GIL counts as computing, as it should (more threads would only wait too). Idle workers wait
+    on the queue with their clocks still, so the watcher reads every worker's clock and need not
+    know which ones are busy: the per-task path pays nothing for it (and when the watcher ticks,
+    tasks wait for a worker, so nearly all of them are busy anyway). A worker that ends during a
+    run of ticks is left out (its clock raises), one that starts is counted from the next run.
+    Where threads have no CPU clock (macOS, Windows) the process rule is used, chosen once here.
     """
 
     def __init__(self, core: int, maximum: int, idle_timeout: float) -> None:
@@ -856,6 +896,10 @@ class ElasticDispatcher(ThreadedTaskDispatcher):
         self._watcher: Optional[threading.Thread] = None
         self._watching = False  # the watcher ticks (else it waits for add_task to wake it)
         self._closing = False
+        self._clocks: dict[int, int] = {}  # thread number -> the worker's CPU clock (under the lock)
+        self._thread_clocks = _thread_clock() is not None
+        # Starts a measure of the workers' CPU; what it returns tells, later, whether they computed since.
+        self._cpu_meter = self._workers_meter if self._thread_clocks else self._process_meter
 
     def start_new_thread(self, target: Any, thread_no: int) -> None:
         threading.Thread(target=target, name=f"pyfunc-worker-{thread_no}", args=(thread_no,), daemon=True).start()
@@ -869,6 +913,11 @@ class ElasticDispatcher(ThreadedTaskDispatcher):
                 and len(self.threads) - self.stop_count < self.maximum)
 
     def handler_thread(self, thread_no: int) -> None:
+        if self._thread_clocks:
+            clock = _thread_clock()  # once per thread: the per-task loop below reads no clock
+            if clock is not None:
+                with self.lock:
+                    self._clocks[thread_no] = clock
         while True:
             with self.lock:
                 while not self.queue and self.stop_count == 0:
@@ -880,12 +929,14 @@ class ElasticDispatcher(ThreadedTaskDispatcher):
                             and len(self.threads) > self.core):
                         self.active_count -= 1  # retire: an extra thread idle for idle_timeout
                         self.threads.discard(thread_no)
+                        self._clocks.pop(thread_no, None)
                         self.thread_exit_cv.notify()
                         return
                 if self.stop_count > 0:
                     self.active_count -= 1
                     self.stop_count -= 1
                     self.threads.discard(thread_no)
+                    self._clocks.pop(thread_no, None)
                     self.thread_exit_cv.notify()
                     return
                 task = self.queue.popleft()
@@ -910,9 +961,40 @@ class ElasticDispatcher(ThreadedTaskDispatcher):
                 else:
                     self._watcher_cv.notify()
 
+    def _workers_meter(self) -> Callable[[float], bool]:
+        """Read every worker's CPU clock now; the result tells, given the seconds since, whether
+        they used ``WORKERS_BUSY`` of them (summed) until it is called."""
+        with self.lock:
+            clocks = list(self._clocks.values())
+        start: list[tuple[int, float]] = []
+        for clock in clocks:
+            try:
+                start.append((clock, time.clock_gettime(clock)))
+            except OSError:  # the thread has just ended
+                pass
+
+        def computing(elapsed: float) -> bool:
+            used = 0.0
+            for clock, then in start:
+                try:
+                    used += time.clock_gettime(clock) - then
+                except OSError:  # the thread ended during the tick: left out
+                    pass
+            return used >= WORKERS_BUSY * elapsed
+
+        return computing
+
+    def _process_meter(self) -> Callable[[float], bool]:
+        """The fallback without per-thread clocks: did the process use ``CPU_BUSY`` of a core."""
+        cpu = time.process_time()
+        return lambda elapsed: time.process_time() - cpu >= CPU_BUSY * elapsed
+
     def _watch(self) -> None:
         strikes = 0  # consecutive ticks that looked starved
         tick = STARVATION_TICK
+        waiting_since = time.monotonic()  # tasks wait for a worker since then (add_task started the watcher)
+        computing = self._cpu_meter()  # measures a run of starved ticks: started anew when one begins
+        run_start = waiting_since
         while True:
             with self.lock:
                 while not self._starving():
@@ -921,13 +1003,16 @@ class ElasticDispatcher(ThreadedTaskDispatcher):
                         return
                     self._watching = False
                     self._watcher_cv.wait()
+                    waiting_since = time.monotonic()  # add_task woke it: tasks wait again
                 self._watching = True
-            cpu, wall, slept = time.process_time(), time.monotonic(), tick
+            if strikes == 0:  # a new run of starved ticks: the workers' CPU is measured over all of it
+                computing, run_start = self._cpu_meter(), time.monotonic()
+            wall, slept = time.monotonic(), tick
             time.sleep(slept)
             with self.lock:
                 now = time.monotonic()
                 if not self._starving():
-                    strikes = 0
+                    strikes, waiting_since = 0, now  # any task that waits from now on waits anew
                     continue
                 if now - self.last_done < slept:
                     # Tasks finish: a busy pool, whose queue is normal. Look less often while it
@@ -935,14 +1020,14 @@ class ElasticDispatcher(ThreadedTaskDispatcher):
                     strikes, tick = 0, min(BUSY_TICK, tick * 2)
                     continue
                 tick = STARVATION_TICK
-                if now - self.last_done >= STARVED:
+                if now - max(self.last_done, waiting_since) >= STARVED:
                     strikes = STRIKES  # blocked for long, whatever the CPU says
                 elif now - wall > 2 * slept:
                     # The watcher itself woke late: the process is short of CPU (a busy machine, a
                     # CPU quota), which stalls computing workers too. Not a sign of blocked ones.
                     strikes = 0
                     continue
-                elif (time.process_time() - cpu) / (now - wall) >= CPU_BUSY:
+                elif computing(now - run_start):
                     strikes = 0  # computing
                     continue
                 strikes += 1

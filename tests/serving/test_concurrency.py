@@ -10,12 +10,17 @@ would take 32 s, the bounds are a few seconds.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Optional
 
@@ -398,3 +403,98 @@ def test_1000_awaiting_requests_fit_in_60_mb(serve):
     assert sum(1 for data in received.values() if data.startswith(b"HTTP/1.1 200")) == 1000
     assert rss < 60, f"{rss:.1f} MB RSS with 1,000 requests awaiting"
     assert threads < 64, f"{threads} threads for 1,000 awaiting requests"
+
+
+# ------------------------------------------------------------------- the elastic pool under contention
+
+# Each request computes for about 10 ms of CPU (pure Python, under the GIL), so with two workers
+# and sixteen clients most of the watcher's 10 ms ticks see no task finish: it must tell from the
+# workers' CPU that they compute. The hogs make the process get well under half a core.
+COMPUTE = """
+import time
+
+def handler(body: bytes):
+    start = time.thread_time()
+    while time.thread_time() - start < 0.01:
+        sum(range(1000))
+    return b"done"
+"""
+
+
+@contextlib.contextmanager
+def _cpu_hogs(pid: int) -> Iterator[None]:
+    """Busy loops in other processes, one per core the server ``pid`` runs on, all pinned to
+    those cores (at most two of them, so a many-core machine is as contended as a two-core
+    one): the server's threads get well under half a core, however big the machine is."""
+    cores = sorted(os.sched_getaffinity(0))[:2]
+    for task in Path(f"/proc/{pid}/task").iterdir():  # every thread of the server, and the threads they start
+        os.sched_setaffinity(int(task.name), cores)
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(len(cores))]
+    try:
+        for hog in hogs:
+            os.sched_setaffinity(hog.pid, cores)
+        time.sleep(0.2)  # the hogs are spinning
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+        for hog in hogs:
+            hog.wait()
+
+
+def _peak_threads(pid: int, stop: threading.Event, peak: list[int]) -> threading.Thread:
+    def watch() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], _threads(pid))
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    return thread
+
+
+def test_computing_workers_do_not_grow_the_pool_when_other_processes_load_the_cpu(serve):
+    """The workers' own CPU clocks say they compute even when the process gets little CPU.
+
+    With the process's CPU time instead (under half a core looked like blocked workers), this
+    grew the pool toward one thread per client."""
+    server = serve(COMPUTE, env={"PYFUNC_THREADS": "2", "PYFUNC_MAX_THREADS": "64"})
+    pid = server.process.pid
+    baseline = _threads(pid)
+    stop, peak = threading.Event(), [baseline]
+    answers: list[int] = []
+
+    def client() -> None:
+        with requests.Session() as session:
+            while not stop.is_set():
+                answers.append(session.post(server.url, data=b"x", timeout=30).status_code)
+
+    with _cpu_hogs(pid):
+        watcher = _peak_threads(pid, stop, peak)
+        clients = [threading.Thread(target=client) for _ in range(16)]
+        for thread in clients:
+            thread.start()
+        time.sleep(6)
+        stop.set()
+        for thread in clients + [watcher]:
+            thread.join(60)
+    assert answers and set(answers) == {200}, sorted(set(answers))
+    assert len(answers) >= 20, f"only {len(answers)} requests in 6 s: the test measured nothing"
+    # 16 clients and 2 workers: 14 tasks wait all along. Blocked-looking workers would have got
+    # a thread for each; computing ones get none (the slack: the pool's watcher, started when tasks first wait).
+    assert peak[0] <= baseline + 2, f"the pool grew from {baseline} to {peak[0]} threads for computing workers"
+
+
+def test_blocked_workers_still_grow_the_pool_when_other_processes_load_the_cpu(serve):
+    server = serve(SYNC_SLEEP, env={"PYFUNC_THREADS": "2", "PYFUNC_MAX_THREADS": "64"})
+    pid = server.process.pid
+    baseline = _threads(pid)
+    stop, peak = threading.Event(), [baseline]
+    with _cpu_hogs(pid):
+        watcher = _peak_threads(pid, stop, peak)
+        seconds, answers = _wave(server.port, 30, b"1")
+        stop.set()
+        watcher.join(10)
+    assert answers == [(200, b"1")] * 30
+    assert peak[0] >= baseline + 20, (baseline, peak[0])
+    assert seconds < 6, f"30 requests sleeping 1 s took {seconds:.1f}s on a loaded CPU (2 at a time: 15 s)"

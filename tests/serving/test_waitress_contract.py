@@ -140,6 +140,30 @@ def test_the_elastic_pool_does_not_grow_for_computing_workers() -> None:
         pool.shutdown(cancel_pending=True, timeout=5)
 
 
+def test_a_burst_after_an_idle_spell_is_not_taken_for_blocked_workers() -> None:
+    """"No task finished for half a second" counts from when tasks began to wait: a pool idle for a
+    second, then given tasks that each compute longer than a tick, does not grow at once."""
+    pool = _waitress.ElasticDispatcher(core=2, maximum=40, idle_timeout=5)
+    pool.set_thread_count(2)
+    try:
+        time.sleep(1)  # idle: the last task (none) finished long ago
+        done = threading.Semaphore(0)
+
+        def compute() -> None:
+            start = time.thread_time()
+            while time.thread_time() - start < 0.03:
+                sum(range(1000))
+            done.release()
+
+        for _ in range(16):
+            pool.add_task(_Task(compute))
+        for _ in range(16):
+            assert done.acquire(timeout=30)
+        assert pool.grown == 0
+    finally:
+        pool.shutdown(cancel_pending=True, timeout=5)
+
+
 ASYNC_ECHO = "import asyncio\n\nasync def handler(body):\n    await asyncio.sleep(0.01)\n    return body\n"
 
 
