@@ -39,6 +39,8 @@ NO_REPLY = Response(202, [], b"")
 BATCH_ITEM = "batch-item"
 # The environ key of a deferred invocation the worker resumes (see AsyncInvocation).
 RESUMED = "pyfunc.resumed"
+# The distributed tracing extension's attributes, and the WSGI keys of their HTTP headers.
+_TRACE_CONTEXT = (("traceparent", "HTTP_TRACEPARENT"), ("tracestate", "HTTP_TRACESTATE"))
 # What handlers return most: no isawaitable() (an ABC check) for them.
 _NEVER_AWAITABLE = frozenset({tuple, dict, list, str, bytes, type(None), int, float, bool})
 # The access-log status of a request whose client hung up before its answer (nginx's usage).
@@ -926,9 +928,9 @@ class FunctionApp:
     def _complete(self, attributes: dict[str, Any], event: Event, environ: dict[str, Any]) -> dict[str, Any]:
         reply = codec.complete_reply(attributes, event, self.default_source)
         # Distributed tracing extension: the reply continues the incoming trace.
-        for name in ("traceparent", "tracestate"):
+        for name, header in _TRACE_CONTEXT:
             if name not in reply:
-                value = event.attributes.get(name) or environ.get("HTTP_" + name.upper())
+                value = event.attributes.get(name) or environ.get(header)
                 if value:
                     reply[name] = value
         return reply

@@ -229,15 +229,16 @@ def _check_attributes(attributes: dict[str, Any], where: str = "") -> None:
                 f"{where}{name!r} cannot be a context attribute: the name is reserved for the event data "
                 f"(a ce-{name.replace('_', '-')} header is not allowed)",
             )
+    valid_names = _VALID_NAMES
     for name, value in attributes.items():
-        if not _valid_name(name):
+        if name not in valid_names and not _valid_name(name):
             raise BadEvent(
                 "invalid-attribute-name",
                 f"{where}attribute name {name!r} is not lower-case letters and digits",
             )
         # json §2.2: an attribute is a JSON string, integer or boolean; an array or object made
         # code that reads it as a string (traceparent, the log fields) raise: a 500, not a 400.
-        if not isinstance(value, (str, bool, int)):
+        if type(value) is not str and not isinstance(value, (bool, int)):
             raise BadEvent("invalid-attribute", f"{where}attribute {name!r} must be a string, integer or boolean")
     time_value = attributes.get("time")
     if time_value is not None and not _is_rfc3339(time_value):
@@ -477,10 +478,14 @@ def complete_reply(
     MUST keep ``source`` + ``id`` unique per distinct event (spec §"id").
     """
     reply = {}
+    valid_names = _VALID_NAMES
     for name, value in attributes.items():
-        key = name if name in _VALID_NAMES else name.lower() if isinstance(name, str) else name
-        if not isinstance(key, str) or not _valid_name(key):
-            raise InvalidReply(f"reply attribute name {name!r} is not lower-case letters and digits")
+        if name in valid_names:  # the common case: a name seen before, checked then
+            key = name
+        else:
+            key = name.lower() if isinstance(name, str) else name
+            if not isinstance(key, str) or not _valid_name(key):
+                raise InvalidReply(f"reply attribute name {name!r} is not lower-case letters and digits")
         if key in _RESERVED_NAMES:  # spec §"Attribute Naming Convention", as on input
             raise InvalidReply(f"a reply cannot have an attribute named {key!r}; return (attributes, data)")
         if value is not None:
