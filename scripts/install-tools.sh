@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the container tools pyfunc needs, into ${PYFUNC_CACHE:-~/.cache/pyfunc}/tools:
 # Docker (Debian's docker.io, daemon started here), pack and the CNB lifecycle (built from the
-# Go module proxy at the versions in versions.env) and the Knative schema validator (npm).
+# Go module proxy at the versions in versions.env) and the Knative schema validator (npm). The
+# e2e's Knative parts are scripts/install-knative.sh's (scripts/test.sh runs both).
 # Idempotent: a second run finds everything in place and only checks it.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -102,5 +103,4 @@ if [ ! -f "$NPM_DIR/node_modules/@kubernetes-models/knative/package.json" ] ||
     "@kubernetes-models/knative@$KNATIVE_MODELS_VERSION" "js-yaml@$JS_YAML_VERSION" 2>&1 | grep -v 'npm warn' || true
 fi
 note "knative validator in $NPM_DIR"
-"$REPO/scripts/install-knative.sh"  # real Knative parts for the e2e (queue-proxy, func, our Go programs)
-step "Tools ready"
+step "Tools ready (the Knative parts the e2e also runs: scripts/install-knative.sh)"

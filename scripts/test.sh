@@ -1,14 +1,38 @@
 #!/usr/bin/env bash
 # Every test pyfunc has, on a fresh machine: lint, types, unit, integration, serving, CLI, examples,
 # the waitress floor, cloudevents 2.x, the Python matrix (in containers) and the e2e with real pack
-# and docker. It installs what it needs: .venv here,
-# and Docker, pack, the lifecycle, the images and the builder through scripts/install-tools.sh
-# and scripts/build-images.sh (both cached: a second run skips what is already built).
-# Extra arguments go to pytest; PYFUNC_SKIP_E2E=1 skips the container side for a quick local loop.
+# and docker. It installs what it needs: .venv here; Docker, pack, the lifecycle, the images and
+# the builder through scripts/install-tools.sh and scripts/build-images.sh; the Knative parts
+# through scripts/install-knative.sh (all cached: a second run skips what is already built).
+# Extra arguments go to pytest (one run, e2e included); PYFUNC_SKIP_E2E=1 skips the container side
+# for a quick local loop.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '==> %s\n' "$*"; }
+START=$SECONDS
+step() { printf '==> [%dm%02ds] %s\n' $(((SECONDS - START) / 60)) $(((SECONDS - START) % 60)) "$*"; }
+
+# On a fresh machine most of the time goes to building Go programs (pack, the lifecycle and the
+# Knative parts: minutes each on 2 cores) and debootstrapping Debian roots, so they run in the
+# background while the Python checks run: background NAME CMD... starts one (its output in
+# $CACHE/ci-NAME.log), await NAME waits for it, prints that output and fails with it.
+CACHE="${PYFUNC_CACHE:-$HOME/.cache/pyfunc}"; mkdir -p "$CACHE"
+declare -A JOBS=()
+# Each in a session of its own, so that a failed check ends a whole job (go build's children too).
+trap 'for pid in "${JOBS[@]}"; do kill -- "-$pid" 2>/dev/null || true; done' EXIT
+background() { local name="$1"; shift; setsid "$@" >"$CACHE/ci-$name.log" 2>&1 </dev/null & JOBS[$name]=$!; }
+await() {
+  local status=0
+  wait "${JOBS[$1]}" || status=$?
+  sed 's/^/    /' "$CACHE/ci-$1.log"
+  [ "$status" = 0 ] || { echo "error: $1 failed ($status): $CACHE/ci-$1.log" >&2; exit "$status"; }
+}
+
+if [ "${PYFUNC_SKIP_E2E:-0}" != 1 ]; then
+  step "In the background: Docker, pack, the lifecycle and the images (scripts/install-tools.sh, scripts/build-images.sh), the Knative parts (scripts/install-knative.sh)"
+  background images sh -c 'scripts/install-tools.sh && scripts/build-images.sh'
+  background knative scripts/install-knative.sh
+fi
 
 step "Python venv (.venv) with pyfunc and its test dependencies, from scripts/locks/test.lock"
 [ -x .venv/bin/python ] || "${PYTHON:-python3}" -m venv .venv
@@ -31,23 +55,30 @@ scripts/test-waitress-floor.sh
 step "cloudevents 2.x: the binding tests on the SDK's other major"
 scripts/test-sdk2.sh
 
-if [ "${PYFUNC_SKIP_E2E:-0}" != 1 ]; then
-  scripts/install-tools.sh
-  scripts/build-images.sh
-  step "Every Python pyproject declares, in containers (scripts/test-pythons.sh)"
-  scripts/test-pythons.sh
-  # pack, docker (API 1.41) and the cache paths, exactly as the scripts set them.
-  # shellcheck source=lib.sh
-  source scripts/lib.sh
-  marker=()
-else
-  marker=(-m "not e2e")
+if [ "${PYFUNC_SKIP_E2E:-0}" = 1 ]; then
+  step "pytest (not e2e)"
+  exec .venv/bin/python -m pytest -m "not e2e" "$@"  # pytest's 5 ("no tests collected") is never a pass
 fi
 
-step "pytest"
-set +e
-.venv/bin/python -m pytest "${marker[@]}" "$@"
-status=$?
-set -e
-# pytest's 5 means "no tests collected": never a pass.
+step "Docker, pack, the lifecycle and the images (background)"
+await images
+step "Every Python pyproject declares, in containers (scripts/test-pythons.sh)"
+scripts/test-pythons.sh
+# pack, docker (API 1.41) and the cache paths, exactly as the scripts set them.
+# shellcheck source=lib.sh
+source scripts/lib.sh
+if [ "$#" -gt 0 ]; then  # a selection: one pytest run, once everything is there
+  await knative
+  step "pytest $*"
+  exec .venv/bin/python -m pytest "$@"
+fi
+# The e2e last, so that the Knative parts have built meanwhile.
+step "pytest (not e2e)"
+status=0
+.venv/bin/python -m pytest -m "not e2e" || status=$?
+step "The Knative parts (background)"
+await knative
+step "pytest (e2e)"
+.venv/bin/python -m pytest -m e2e || status=$((status ? status : $?))
+step "Done (pytest status $status)"
 exit "$status"
