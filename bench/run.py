@@ -125,10 +125,10 @@ def server_command(name: str, mode: str, port: int) -> tuple[list[str], dict, Pa
     py = str(venv_python(name))
     env = {"PORT": str(port), "PYTHONUNBUFFERED": "1"}
     if name == "raw":
-        env.update(BENCH_MODE=mode, BENCH_THREADS=str(THREADS))
+        env.update(BENCH_MODE="query" if mode == "hello-req" else mode, BENCH_THREADS=str(THREADS))
         return [py, str(SERVERS_DIR / "raw" / "app.py")], env, SERVERS_DIR / "raw"
     if name == "flask":
-        env.update(BENCH_MODE=mode, BENCH_THREADS=str(THREADS))
+        env.update(BENCH_MODE="query" if mode == "hello-req" else mode, BENCH_THREADS=str(THREADS))
         return [py, str(SERVERS_DIR / "flask_sdk" / "app.py")], env, SERVERS_DIR / "flask_sdk"
     if name == "pyfunc" or name in EVENTING:
         env.update(PYFUNC_THREADS=str(THREADS))
@@ -177,10 +177,19 @@ def make_event(i: int, data) -> dict:
     }
 
 
+# The scenarios of functions that read their input (an HTTP function's query string or JSON body):
+# their server mode and the path they request. Only pyfunc, the limit and Flask+SDK run them.
+READING = {"query": "hello-req", "json": "json"}
+READERS = ("raw", "pyfunc", "flask")
+PATHS = {"query": "/?name=bench"}
+
+
 def build_request(kind: str, size: str) -> tuple[str, dict, bytes]:
-    if kind == "hello":
+    if kind in ("hello", "query"):
         return "GET", {}, b""
     data = payload(SIZES[size])
+    if kind == "json":
+        return "POST", {"Content-Type": "application/json"}, json.dumps(data).encode()
     if kind == "binary":
         headers = {
             "ce-specversion": "1.0",
@@ -203,7 +212,7 @@ def scenarios(quick: bool, group: str = "") -> list[dict]:
     def sc(kind, size, conc):
         return {"id": f"{kind}-{size}-c{conc}" if size else f"{kind}-c{conc}",
                 "kind": kind, "size": size, "conc": conc,
-                "mode": "hello" if kind == "hello" else "ce"}
+                "mode": "hello" if kind == "hello" else READING.get(kind, "ce")}
 
     new = [dict(sc(k, z, c), id=f"{k}-{z}-c{c}-new", unique=True)
            for k, z, c in (("binary", "100B", 8), ("binary", "100B", 64), ("batch", "100B", 8))]
@@ -219,10 +228,13 @@ def scenarios(quick: bool, group: str = "") -> list[dict]:
         sc("binary", "10KB", 8), sc("binary", "1MB", 8),
         sc("structured", "100B", 8), sc("structured", "100B", 64),
         sc("batch", "100B", 8), sc("batch", "100B", 64),
+        sc("query", None, 8), sc("query", None, 64), sc("json", "100B", 8), sc("json", "100B", 64),
     ]
 
 
 def applicable(server: str, scn: dict) -> bool:
+    if scn["kind"] in READING:
+        return server in READERS
     return scn["kind"] != "batch" or SERVERS[server]["batch"]
 
 
@@ -429,7 +441,7 @@ def verify(server: Server, scn: dict) -> tuple[bool, str]:
     method, headers, body = build_request(scn["kind"], scn["size"])
     try:
         c = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-        c.request(method, "/", body=body or None, headers=headers)
+        c.request(method, PATHS.get(scn["kind"], "/"), body=body or None, headers=headers)
         r = c.getresponse()
         rbody = r.read()
         rh = {k.lower(): v for k, v in r.getheaders()}
@@ -441,6 +453,11 @@ def verify(server: Server, scn: dict) -> tuple[bool, str]:
     kind = scn["kind"]
     if kind == "hello":
         return (b"Hello" in rbody), "" if b"Hello" in rbody else f"body {rbody[:80]!r}"
+    if kind == "query":
+        return (rbody == b"Hello, bench!"), "" if rbody == b"Hello, bench!" else f"body {rbody[:80]!r}"
+    if kind == "json":
+        ok = json.loads(rbody) == json.loads(body)
+        return ok, "" if ok else f"body {rbody[:80]!r}"
     if not SERVERS[server.name]["replies"]:
         return True, "no reply event (framework cannot send one)"
     sent = json.loads(body)
@@ -481,10 +498,11 @@ def write_request_file(tmp: Path, scn: dict) -> Path:
     return p
 
 
-def run_wrk(port: int, reqfile: Path, conc: int, seconds: float, core: str, unique: bool = False) -> dict:
+def run_wrk(port: int, reqfile: Path, conc: int, seconds: float, core: str, unique: bool = False,
+            path: str = "/") -> dict:
     script = LUA_UNIQUE if unique else LUA
     cmd = ["taskset", "-c", core, "wrk", "-t1", f"-c{conc}", f"-d{max(1, round(seconds))}s",
-           "--timeout", "10s", "-s", str(script), f"http://127.0.0.1:{port}/", "--", str(reqfile)]
+           "--timeout", "10s", "-s", str(script), f"http://127.0.0.1:{port}{path}", "--", str(reqfile)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
     for line in out.stdout.splitlines():
         if line.startswith("BENCHJSON "):
@@ -496,7 +514,8 @@ def measure_once(server: Server, reqfile: Path, scn: dict, args) -> dict:
     pids = server.pids()
     wait_quiet(args, pids, f"{server.name}/{scn['id']}")
     if args.warmup > 0:
-        run_wrk(server.port, reqfile, scn["conc"], args.warmup, args.load_core, scn.get("unique", False))
+        run_wrk(server.port, reqfile, scn["conc"], args.warmup, args.load_core, scn.get("unique", False),
+                PATHS.get(scn["kind"], "/"))
     peak = [rss_kb(pids)]
     stop = threading.Event()
 
@@ -512,7 +531,8 @@ def measure_once(server: Server, reqfile: Path, scn: dict, args) -> dict:
     rs0 = resource.getrusage(resource.RUSAGE_SELF)
     c0 = cpu_ticks(pids)
     th.start()
-    w = run_wrk(server.port, reqfile, scn["conc"], args.duration, args.load_core, scn.get("unique", False))
+    w = run_wrk(server.port, reqfile, scn["conc"], args.duration, args.load_core, scn.get("unique", False),
+                PATHS.get(scn["kind"], "/"))
     stop.set()
     th.join()
     c1 = cpu_ticks(pids)
@@ -1099,7 +1119,7 @@ def main() -> int:
         random.shuffle(order)
         log(f"round {rnd + 1}/{args.rounds}: {' '.join(order)}")
         for s in order:
-            for mode in ("hello", "ce"):
+            for mode in dict.fromkeys(x["mode"] for x in scns):
                 mine = [x for x in scns if x["mode"] == mode and applicable(s, x)]
                 mine = [x for x in mine if f"{s}/{x['id']}" not in failed]
                 if not mine:

@@ -44,7 +44,8 @@ SERVERS = {"raw": ("raw waitress", None), "pyfunc": ("**pyfunc**", None),
            "funcpy": ("func-python", "func-python"), "ff": ("functions-framework", "functions-framework"),
            "flask": ("Flask + SDK", None), "pyfunc010": ("pyfunc-invoker 0.1.0", None)}
 KINDS = {"hello": "HTTP hello", "binary": "binary CloudEvent echo", "structured": "structured CloudEvent echo",
-         "batch": "batch of 10 events"}
+         "batch": "batch of 10 events", "query": "HTTP function reading `req.args`",
+         "json": "HTTP JSON echo, `req.get_json()`"}
 
 
 # ---- reading results --------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 without a function runtime.
 
 BENCH_MODE=hello -> GET / returns "Hello, World!".
+BENCH_MODE=query -> GET /?name=X returns "Hello, X!" (request.args).
+BENCH_MODE=json  -> POST / returns the JSON body it got (request.get_json()).
 BENCH_MODE=ce    -> POST / parses the event with cloudevents.http.from_http and replies with a
                     new CloudEvent (type bench.reply, source /bench, data echoed) in the
                     request's mode (to_structured for structured requests, else to_binary).
@@ -24,6 +26,18 @@ if MODE == "hello":
     @app.route("/", methods=["GET"])
     def hello():
         return "Hello, World!"
+
+elif MODE == "query":
+
+    @app.route("/", methods=["GET"])
+    def query():
+        return f"Hello, {request.args.get('name', 'World')}!"
+
+elif MODE == "json":
+
+    @app.route("/", methods=["POST"])
+    def echo_json():
+        return request.get_json()
 
 else:
 

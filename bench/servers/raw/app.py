@@ -1,6 +1,8 @@
 """The "limit": a raw WSGI app (no framework) on waitress doing the CloudEvent echo by hand.
 
 BENCH_MODE=hello -> GET / answers "Hello, World!" (text/plain).
+BENCH_MODE=query -> GET /?name=X answers "Hello, X!" (the query string parsed, as a framework does).
+BENCH_MODE=json  -> POST / with a JSON body answers the same JSON (parsed and serialised again).
 BENCH_MODE=ce    -> POST / takes a CloudEvent (binary, structured or batch mode) and replies
                     with a new event: type "bench.reply", source "/bench", a fresh id, the same
                     data; the reply uses the request's mode (binary -> binary, structured ->
@@ -16,6 +18,7 @@ import json
 import logging
 import os
 import uuid
+from urllib.parse import parse_qs
 
 import waitress
 
@@ -50,6 +53,20 @@ def _reply_event(ev):
 
 
 def app(environ, start_response):
+    if MODE == "query":
+        name = parse_qs(environ.get("QUERY_STRING", "")).get("name", ["World"])[0]
+        body = f"Hello, {name}!".encode()
+        start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))])
+        return [body]
+    if MODE == "json":
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        try:
+            value = json.loads(environ["wsgi.input"].read(length))
+        except ValueError:
+            return _bad(start_response, "bad json")
+        body = json.dumps(value).encode()
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
     if MODE == "hello":
         start_response(
             "200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(HELLO)))]
