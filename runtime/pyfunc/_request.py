@@ -567,23 +567,56 @@ def _wsgi_decoding_dance(s: str) -> str:
     return s.encode("latin1").decode(errors="replace")
 
 
-_host_re = re.compile(
-    r"""
+# The patterns are compiled on first use: compiling them all costs more than the rest of the import.
+_PATTERNS: dict[str, tuple[Any, int]] = {
+    "host": (r"""
     (
         [a-z0-9.-]+  # domain or ipv4
     |
         \[[a-f0-9]*:[a-f0-9.:]+]  # ipv6
     )
     (?::([1-9][0-9]{,4}))?  # optional port
-    """,
-    flags=re.ASCII | re.IGNORECASE | re.VERBOSE,
-)
+    """, re.ASCII | re.IGNORECASE | re.VERBOSE),
+    "plain_int": (r"-?[0-9]+", re.ASCII),
+    "unslash": (r"\\(.)", re.ASCII),
+    "parameter_key": (r"([\w!#$%&'*+\-.^`|~]+)=", re.ASCII),
+    "parameter_mark": (r"(?:\*(\d+))?(\*)?$", re.ASCII),
+    "parameter_token_value": (r"[\w!#$%&'*+\-.^`|~]+", re.ASCII),
+    "charset_value": (r"""
+    ([\w!#$%&*+\-.^`|~]*)'  # charset part, could be empty
+    [\w!#$%&*+\-.^`|~]*'  # don't care about language part, usually empty
+    ([\w!#$%&'*+\-.^`|~]+)$  # one or more token chars with percent encoding
+    """, re.ASCII | re.VERBOSE),
+    "parameter_delimiter": (r";[ \t]*", 0),
+    "cookie": (r"""
+    [ \t]*  # ignore leading space
+    ([^ \t=";]+)  # key
+    (?:[ \t]*=[ \t]*  # optional =value, ignoring invalid space
+        (
+            "(?:[^\\"]|\\.)*"  # quoted value with backslash escapes
+        |
+            [^ \t";]*  # token value
+        )
+    )?
+    [ \t]*  # ignore trailing space
+    (?:;|\Z)  # only if followed by semicolon or end
+    """, re.ASCII | re.VERBOSE),
+    "cookie_unslash": (rb"\\([0-3][0-7]{2}|.)", 0),
+}
+_compiled: dict[str, Any] = {}
+
+
+def _re(name: str) -> Any:
+    pattern = _compiled.get(name)
+    if pattern is None:
+        pattern = _compiled[name] = re.compile(*_PATTERNS[name])
+    return pattern
 
 
 def _host_is_trusted(hostname: Optional[str], trusted_list: Optional[Iterable[str]]) -> bool:
     if not hostname:
         return False
-    if (m := _host_re.fullmatch(hostname)) is None:
+    if (m := _re("host").fullmatch(hostname)) is None:
         return False
     hostname, port_str = m.groups()
     if port_str and not (1 <= int(port_str) <= 65535):
@@ -645,10 +678,16 @@ def _make_unquote_part(chars: str) -> Callable[[str], str]:
 
 
 _always_unsafe = bytes((*range(0x21), 0x25, 0x7F)).decode()
-_unquote_fragment = _make_unquote_part(_always_unsafe)
-_unquote_query = _make_unquote_part(_always_unsafe + "&=+#")
-_unquote_path = _make_unquote_part(_always_unsafe + "/?#")
-_unquote_user = _make_unquote_part(_always_unsafe + ":@/?#")
+_UNQUOTE_KEEP = {"fragment": _always_unsafe, "query": _always_unsafe + "&=+#", "path": _always_unsafe + "/?#",
+                 "user": _always_unsafe + ":@/?#"}
+_unquoters: dict[str, Callable[[str], str]] = {}
+
+
+def _unquote_part(part: str, value: str) -> str:
+    unquoter = _unquoters.get(part)
+    if unquoter is None:
+        unquoter = _unquoters[part] = _make_unquote_part(_UNQUOTE_KEEP[part])
+    return unquoter(value)
 
 
 def _decode_idna(domain: str) -> str:
@@ -671,18 +710,18 @@ def _decode_idna(domain: str) -> str:
 
 def _uri_to_iri(uri: str) -> str:
     parts = urlsplit(uri)
-    path = _unquote_path(parts.path)
-    query = _unquote_query(parts.query)
-    fragment = _unquote_fragment(parts.fragment)
+    path = _unquote_part("path", parts.path)
+    query = _unquote_part("query", parts.query)
+    fragment = _unquote_part("fragment", parts.fragment)
     netloc = _decode_idna(parts.hostname) if parts.hostname else ""
     if ":" in netloc:
         netloc = f"[{netloc}]"
     if parts.port is not None:
         netloc = f"{netloc}:{parts.port}"
     if parts.username is not None:
-        auth = _unquote_user(parts.username)
+        auth = _unquote_part("user", parts.username)
         if parts.password is not None:
-            auth = f"{auth}:{_unquote_user(parts.password)}"
+            auth = f"{auth}:{_unquote_part('user', parts.password)}"
         netloc = f"{auth}@{netloc}"
     return urlunsplit((parts.scheme, netloc, path, query, fragment))
 
@@ -704,25 +743,20 @@ def _get_current_url(scheme: str, host: str, root_path: Optional[str] = None, pa
     return _uri_to_iri("".join(url))
 
 
-_plain_int_re = re.compile(r"-?[0-9]+", re.ASCII)
-
-
 def _get_content_length(content_length: Optional[str], transfer_encoding: Optional[str]) -> Optional[int]:
     if (transfer_encoding is not None and "chunked" in {item.lower() for item in _parse_list_header(
             transfer_encoding)}) or content_length is None:
         return None
     value = content_length.strip(" \t")
-    if _plain_int_re.fullmatch(value) is None:
+    if _re("plain_int").fullmatch(value) is None:
         return 0
     return max(0, int(value))
 
 
-_unslash_re = re.compile(r"\\(.)", re.A)
-
-
 def _unquote_header_value(value: str) -> str:
     if len(value) >= 2 and value.startswith('"') and value.endswith('"'):
-        return _unslash_re.sub(r"\g<1>", value[1:-1])
+        unslashed: str = _re("unslash").sub(r"\g<1>", value[1:-1])
+        return unslashed
     return value
 
 
@@ -755,20 +789,6 @@ def _parse_list_header(value: str) -> list[str]:
     return [_unquote_header_value(item) for item in (item.strip(" \t") for item in items) if item]
 
 
-_parameter_key_re = re.compile(r"([\w!#$%&'*+\-.^`|~]+)=", flags=re.ASCII)
-_parameter_mark_re = re.compile(r"(?:\*(\d+))?(\*)?$", flags=re.ASCII)
-_parameter_token_value_re = re.compile(r"[\w!#$%&'*+\-.^`|~]+", flags=re.ASCII)
-_charset_value_re = re.compile(
-    r"""
-    ([\w!#$%&*+\-.^`|~]*)'  # charset part, could be empty
-    [\w!#$%&*+\-.^`|~]*'  # don't care about language part, usually empty
-    ([\w!#$%&'*+\-.^`|~]+)$  # one or more token chars with percent encoding
-    """,
-    re.ASCII | re.VERBOSE,
-)
-_parameter_delimiter_re = re.compile(r";[ \t]*")
-
-
 def _parse_options_header(value: Optional[str]) -> tuple[str, dict[str, str]]:  # noqa: C901 - werkzeug's
     if value is None:
         return "", {}
@@ -781,10 +801,10 @@ def _parse_options_header(value: Optional[str]) -> tuple[str, dict[str, str]]:  
     scan_pos = 0
     length = len(rest)
     while scan_pos < length:
-        if (m_key := _parameter_key_re.match(rest, scan_pos)) is not None:
+        if (m_key := _re("parameter_key").match(rest, scan_pos)) is not None:
             pk = m_key.group(1).lower()
             scan_pos = m_key.end()
-            if (m_value := _parameter_token_value_re.match(rest, scan_pos)) is not None:
+            if (m_value := _re("parameter_token_value").match(rest, scan_pos)) is not None:
                 parts.append((pk, m_value.group()))
             elif rest.startswith('"', scan_pos):
                 quote_pos = scan_pos + 1
@@ -800,7 +820,7 @@ def _parse_options_header(value: Optional[str]) -> tuple[str, dict[str, str]]:  
                         quote_pos += 1
                 else:
                     break
-        if m_delim := _parameter_delimiter_re.search(rest, scan_pos):
+        if m_delim := _re("parameter_delimiter").search(rest, scan_pos):
             scan_pos = m_delim.end()
         else:
             break
@@ -810,12 +830,12 @@ def _parse_options_header(value: Optional[str]) -> tuple[str, dict[str, str]]:  
     for pk, pv in parts:
         encoding: Optional[str] = None
         has_continuation = has_charset = False
-        if (m_mark := _parameter_mark_re.search(pk)) is not None and m_mark.end() - m_mark.start() > 0:
+        if (m_mark := _re("parameter_mark").search(pk)) is not None and m_mark.end() - m_mark.start() > 0:
             has_continuation = m_mark.group(1) is not None
             has_charset = m_mark.group(2) is not None
             pk = pk[:m_mark.start()]
         if has_charset:
-            if (m_charset := _charset_value_re.match(pv)) is not None:
+            if (m_charset := _re("charset_value").match(pv)) is not None:
                 encoding, pv = m_charset.groups()
                 encoding = encoding.lower()
             if not encoding and has_continuation:
@@ -842,25 +862,6 @@ def _parse_options_header(value: Optional[str]) -> tuple[str, dict[str, str]]:  
     return value, options
 
 
-_cookie_re = re.compile(
-    r"""
-    [ \t]*  # ignore leading space
-    ([^ \t=";]+)  # key
-    (?:[ \t]*=[ \t]*  # optional =value, ignoring invalid space
-        (
-            "(?:[^\\"]|\\.)*"  # quoted value with backslash escapes
-        |
-            [^ \t";]*  # token value
-        )
-    )?
-    [ \t]*  # ignore trailing space
-    (?:;|\Z)  # only if followed by semicolon or end
-    """,
-    flags=re.ASCII | re.VERBOSE,
-)
-_cookie_unslash_re = re.compile(rb"\\([0-3][0-7]{2}|.)")
-
-
 def _cookie_unslash_replace(m: re.Match[bytes]) -> bytes:
     v = m.group(1)
     if len(v) == 1:
@@ -875,7 +876,7 @@ def _parse_cookie(cookie: str) -> MultiDict:
     out = []
     pos = 0
     while True:
-        if (m := _cookie_re.match(cookie, pos)) is None:
+        if (m := _re("cookie").match(cookie, pos)) is None:
             if (pos := cookie.find(";", pos) + 1) == 0:
                 break
             continue
@@ -884,6 +885,6 @@ def _parse_cookie(cookie: str) -> MultiDict:
         if cv is None:
             cv = ""
         if cv.startswith('"') and cv.endswith('"'):
-            cv = _cookie_unslash_re.sub(_cookie_unslash_replace, cv[1:-1].encode()).decode(errors="replace")
+            cv = _re("cookie_unslash").sub(_cookie_unslash_replace, cv[1:-1].encode()).decode(errors="replace")
         out.append((ck, cv))
     return MultiDict(out)
