@@ -411,10 +411,14 @@ class FunctionApp:
         self._request_class: Any = None
         if self.binder.needs_flask_context:
             _ = self.flask_app  # built now, not on the first request
-        elif self.binder.needs_request:
+        elif self.binder.needs_flask_request:
             from flask import Request
 
             self._request_class = Request
+        elif self.binder.needs_request:  # an unannotated req: flask.Request's API, Flask only if reached
+            from ._request import Request as LightRequest
+
+            self._request_class = LightRequest
         self.default_source = default_source(loaded)
         self.reply_mode = None if config.reply_mode == "auto" else config.reply_mode
         self.access_log = config.access_log
@@ -1106,7 +1110,15 @@ def _exception_text(exc: BaseException) -> str:
 
 
 def _http_exception_response(exc: BaseException) -> Any:
-    """``flask.abort(404)`` and other werkzeug HTTPExceptions become their own response."""
+    """``flask.abort(404)`` and other werkzeug HTTPExceptions become their own response.
+
+    So does a key missing from the light request's ``args``/``cookies`` (pyfunc._request), as
+    werkzeug's ``BadRequestKeyError`` does: its 400 page, werkzeug imported only then."""
+    light = sys.modules.get("pyfunc._request")
+    if light is not None and isinstance(exc, light.BadRequestKeyError):
+        from werkzeug.exceptions import BadRequestKeyError
+
+        return BadRequestKeyError(exc.args[0] if exc.args else None).get_response()
     if "werkzeug.exceptions" not in sys.modules:
         return None
     from werkzeug.exceptions import HTTPException

@@ -12,12 +12,19 @@ parameter                       value                                       need
 ``event``                       1.x-style ``CloudEvent`` (see _events)      yes
 ``data``, ``payload``           event data (typed when annotated)           yes
 ``attributes``                  new dict of the context attributes          yes
-``req``, ``request``            ``flask.Request``                           no
+``req``, ``request``            pyfunc's request (``flask.Request``'s API)  no
 ``body``                        request body ``bytes`` (typed if annotated) no
 ``headers``                     request headers                             no
 annotated ``flask.Request``     ``flask.Request``                           no
 annotated with an SDK event     that SDK event type (1.x or 2.x)            yes
 =============================== =========================================== =================
+
+An unannotated ``req``/``request`` gets :class:`pyfunc._request.Request`: ``flask.Request``'s
+common read API (``args``, ``headers``, ``get_json``, ``path``, …) without importing Flask, the
+rest delegated to a real ``flask.Request`` built on first use. It is not a ``flask.Request``
+(``isinstance`` is False): annotate ``req: flask.Request`` for the real one. When any parameter
+is annotated ``flask.Request`` (or werkzeug's), every request parameter gets that real one; a
+module that uses Flask's globals runs in a Flask request context and gets Flask's request.
 """
 
 from __future__ import annotations
@@ -61,7 +68,8 @@ class Binder:
     positional: list[Getter] = field(default_factory=list)
     keywords: list[tuple[str, Getter]] = field(default_factory=list)
     needs_event: bool = False
-    needs_request: bool = False  # a parameter receives a flask.Request
+    needs_request: bool = False  # a parameter receives the request (pyfunc's, or flask.Request)
+    needs_flask_request: bool = False  # ... and one is annotated flask.Request: all get the real one
     needs_flask_context: bool = False  # the module uses Flask's globals (flask.request, jsonify, abort)
     needs_body: bool = False
     bound: dict[str, str] = field(default_factory=dict)  # parameter → what it receives, for `check`
@@ -163,8 +171,9 @@ def _get_event(inv: Invocation) -> Any:
 
 
 def _get_headers(inv: Invocation) -> Any:
-    if inv.request is not None:
-        return inv.request.headers
+    request = inv.request
+    if request is not None and type(request).__module__ != "pyfunc._request":  # Flask's: its headers
+        return request.headers
     from werkzeug.datastructures import EnvironHeaders
 
     return EnvironHeaders(inv.environ)
@@ -224,7 +233,9 @@ def _getter_for(name: str, annotation: Any) -> tuple[Optional[Getter], str, bool
     if name == "attributes":
         return _get_attributes, "event attributes (dict)", True
     if name in ("req", "request"):
-        return _get_request, "the flask.Request", False
+        if _is_flask_request(annotation):
+            return _get_request, "the flask.Request", False
+        return _get_request, "the request (flask.Request's API; Flask imported only for the rest)", False
     if name == "body":
         convert = None if annotation in (bytes, inspect.Parameter.empty) else converter_for(annotation)
         what = f"JSON body as {_type_name(annotation)}" if convert else "request body (bytes)"
@@ -275,6 +286,7 @@ def compile_binder(function: Callable[..., Any], file: Optional[str] = None) -> 
         binder.bound[name] = what
         binder.needs_event |= needs_event
         binder.needs_request |= getter is _get_request
+        binder.needs_flask_request |= getter is _get_request and _is_flask_request(annotation)
         binder.needs_body |= name == "body"
         if param.kind == param.POSITIONAL_ONLY:
             binder.positional.extend(pending_positional)
