@@ -149,7 +149,7 @@ def bench_cold_start() -> str:
         rows.append(f"| {name} | {fmt(c['samples_ms'], 'ms')} | {fmt(c['ce_samples_ms'], 'ms')} | "
                     f"{fmt(c['rss_idle_mb'], 'MB')} | {fmt(c['ce_rss_idle_mb'], 'MB')} |")
         if c.get("req_samples_ms"):
-            rows.append(f"| {name.strip('*')}, HTTP function that reads `req` (imports Flask) | "
+            rows.append(f"| {name.strip('*')}, HTTP function that reads `req.args` | "
                         f"{fmt(c['req_samples_ms'], 'ms')} | | {fmt(c['req_rss_idle_mb'], 'MB')} | |")
     reps = res["meta"].get("cold_reps")
     return ("\n".join(rows) + f"\n\nProcess spawn → first HTTP 200, median of {reps}; RSS of the process tree "
