@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 BENCH = "bench/results/latest.json"
 BENCH_IO = "bench/results/io.json"
 BENCH_EVENTING = "bench/results/eventing.json"
+BENCH_INSTRUCTIONS = "bench/results/instructions.json"
 CONTAINERS = "e2e/results/containers.json"
 RELIABILITY = "tests/reliability/results"
 RESULTS_GLOBS = ["bench/results/*.json", "bench/results/*/*.json", f"{RELIABILITY}/*.json", "e2e/results/*.json"]
@@ -237,6 +238,31 @@ def bench_io() -> str:
             f"p99 latency, peak RSS of the server.\n{source_line(BENCH_IO, res)}\n")
 
 
+def bench_instructions() -> str:
+    """Instructions per request (callgrind): where pyfunc's distance to the limit is, app or server."""
+    res = load(BENCH_INSTRUCTIONS)
+    if res is None:
+        return missing(BENCH_INSTRUCTIONS, "`python3 bench/instructions.py`")
+
+    def cell(row: dict[str, Any], part: str, who: str) -> str:
+        value = row.get(part, {}).get(who)
+        if value is None:
+            return "–"
+        if who == "raw":
+            return f"{value / 1000:,.0f}k"
+        return f"{value / 1000:,.0f}k (**×{row[part]['raw'] / value:.2f}**)"
+
+    rows = ["| scenario | app: limit | app: pyfunc | whole server: limit | whole server: pyfunc |",
+            "|---|---|---|---|---|"]
+    for name, row in res["scenarios"].items():
+        rows.append(f"| {name} | {cell(row, 'app', 'raw')} | {cell(row, 'app', 'pyfunc')} | "
+                    f"{cell(row, 'server', 'raw')} | {cell(row, 'server', 'pyfunc')} |")
+    return ("\n".join(rows) + f"\n\nUser-space instructions per request under callgrind (×: limit ÷ pyfunc, higher "
+            f"is better): the WSGI app alone, called in-process ({res['app_calls']} calls), and the whole "
+            f"process serving {res['server_requests']} requests from {res['clients']} keep-alive clients.\n"
+            f"{source_line(BENCH_INSTRUCTIONS, res)}\n")
+
+
 def bench_eventing() -> str:
     """What the delivery features cost: each variant's throughput ÷ plain pyfunc's, same run."""
     res = load(BENCH_EVENTING)
@@ -372,7 +398,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "bench-throughput": bench_throughput, "bench-cold-start": bench_cold_start, "bench-cost": bench_cost,
     "bench-compare": bench_compare, "bench-run-time": bench_run_time, "containers": containers,
     "image-sizes": image_sizes, "reliability": reliability, "bench-io": bench_io,
-    "bench-eventing": bench_eventing,
+    "bench-eventing": bench_eventing, "bench-instructions": bench_instructions,
 }
 
 
