@@ -65,9 +65,11 @@ while they await, as they used to (the elastic pool then still serves them concu
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import logging
 import operator
+import os
 import threading
 import time
 from typing import Any, Callable, NamedTuple, Optional, Protocol, TypeVar
@@ -819,17 +821,14 @@ def install_deferral(server: Any) -> bool:
 # ------------------------------------------------------------------------------------ the elastic pool
 
 STARVATION_TICK = 0.01  # seconds between looks at a queue that waits for a worker
-# The workers' own CPU clocks advanced, summed, by at least this share of the starved ticks:
-# they are computing, not blocked. Blocked workers' clocks stand still: measured, at most 0.4%
-# of a tick for all of them together (each wakes for a few µs at most). Computing ones advance
-# by the share of a core the GIL holder gets: all of it on an idle machine, a median of 20-40%
-# of each tick with 3-4 busy loops plus a loaded CI machine's jobs on 2 cores. 5% is more than
-# 10x the first and 4-8x under the second. Single 10 ms ticks are noisier (under such load the
-# thread holding the GIL is sometimes preempted for a whole tick, and no worker runs), so the
-# share is taken over the whole run of starved ticks, which the decision to grow rests on. The
-# limit: on a machine so loaded that the process gets under 5% for the whole run (measured: 3
-# busy loops on top of a CI machine at load 6-9, where each GIL hand-off waits for a CPU), no
-# CPU time tells computing workers from blocked ones, and the pool may still grow.
+# The workers' busy time (see _busy_reader) advanced, summed, by at least this share of the
+# starved ticks: they are computing, not blocked. Blocked workers' stand still: measured, at most
+# 0.4% of a tick for all of them together (each wakes for a few µs at most). A computing pool's
+# GIL holder is always running or waiting for a CPU, so with Linux's run-queue wait counted the
+# sum is about the whole tick whatever else loads the machine (with CPU clocks alone, where there
+# is no schedstat, it is the share of a core the holder gets: a median of 20-40% of each tick
+# with 3-4 busy loops on top of a loaded CI machine's jobs on 2 cores, and under 5% at worst).
+# The share is taken over the whole run of starved ticks, which the decision to grow rests on.
 WORKERS_BUSY = 0.05
 CPU_BUSY = 0.5  # without per-thread clocks: the process used at least this share of a core
 STARVED = 0.5  # seconds with tasks waiting and none finished: grow even if the workers look busy
@@ -837,14 +836,32 @@ STRIKES = 2  # consecutive starved ticks before the pool grows (one can be a sch
 BUSY_TICK = 0.1  # the longest look interval, reached while the workers keep finishing tasks
 
 
-def _thread_clock() -> Optional[int]:
-    """The calling thread's CPU clock, or None where the platform has none (macOS, Windows)."""
+def _busy_reader() -> Optional[Callable[[], float]]:
+    """How long the calling thread has been running *or waiting for a CPU*, in seconds, read on
+    demand: Linux's schedstat (CPU time plus run-queue wait), else the thread's CPU clock, else
+    None (macOS, Windows: no per-thread clock)."""
     try:
-        clock: int = time.pthread_getcpuclockid(threading.get_ident())
+        path = f"/proc/self/task/{threading.get_native_id()}/schedstat"
+        _schedstat(path)
+        return functools.partial(_schedstat, path)
+    except (AttributeError, OSError, ValueError):
+        pass
+    try:
+        clock = time.pthread_getcpuclockid(threading.get_ident())
         time.clock_gettime(clock)
     except (AttributeError, OSError):
         return None
-    return clock
+    return functools.partial(time.clock_gettime, clock)
+
+
+def _schedstat(path: str) -> float:
+    """A thread's ``/proc/.../schedstat``: nanoseconds on a CPU, waiting for one, timeslices."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        running, waiting = os.read(fd, 128).split()[:2]
+    finally:
+        os.close(fd)
+    return (int(running) + int(waiting)) / 1e9
 
 
 class ElasticDispatcher(ThreadedTaskDispatcher):
@@ -867,15 +884,17 @@ class ElasticDispatcher(ThreadedTaskDispatcher):
     only share the same core. A load that blocks leaves the workers' clocks still with tasks
     waiting, and gets a thread per waiting task within a tick or two.
 
-    Whether the workers computed is read from their own CPU clocks (each worker takes
-    ``pthread_getcpuclockid`` once, when it starts): summed, they advance by ``WORKERS_BUSY`` of
-    the run of starved ticks or more (see there for the threshold). Why not the process's CPU
-    time (``time.process_time``), as before: it asks whether the *process* got half a core, and
-    a process whose workers compute gets less than that when other processes load the machine,
-    so it looked blocked and the pool grew for nothing; it also counted the event loop's and
-    other threads' work. A thread's clock only says whether *it* ran: a blocked worker's stands
-    still whatever the machine does, and a computing worker's advances by whatever share of a
-    core it gets. Under the GIL one busy worker runs at a time and the others wait for it, their
+    Whether the workers computed is read from their own busy time (each worker finds its reader
+    once, when it starts: Linux's per-thread schedstat, CPU time plus time waiting for a CPU, or
+    else its CPU clock): summed, it advances by ``WORKERS_BUSY`` of the run of starved ticks or
+    more (see there for the threshold). Why not the process's CPU time (``time.process_time``),
+    as before: it asks whether the *process* got half a core, and a process whose workers compute
+    gets less than that when other processes load the machine, so it looked blocked and the pool
+    grew for nothing; it also counted the event loop's and other threads' work. A thread's busy
+    time only says whether *it* ran or wanted to: a blocked worker's stands still whatever the
+    machine does, and a computing worker's advances by the whole tick with the run-queue wait
+    counted (by whatever share of a core it gets, with its CPU clock alone). Under the GIL one
+    busy worker runs at a time and the others wait for it (asleep, not runnable), their
     clocks still; the sum over the workers is the GIL holder's time, so a pool waiting for the
     GIL counts as computing, as it should (more threads would only wait too). Idle workers wait
     on the queue with their clocks still, so the watcher reads every worker's clock and need not
@@ -896,8 +915,8 @@ class ElasticDispatcher(ThreadedTaskDispatcher):
         self._watcher: Optional[threading.Thread] = None
         self._watching = False  # the watcher ticks (else it waits for add_task to wake it)
         self._closing = False
-        self._clocks: dict[int, int] = {}  # thread number -> the worker's CPU clock (under the lock)
-        self._thread_clocks = _thread_clock() is not None
+        self._clocks: dict[int, Callable[[], float]] = {}  # thread number -> its busy-time reader (under the lock)
+        self._thread_clocks = _busy_reader() is not None
         # Starts a measure of the workers' CPU; what it returns tells, later, whether they computed since.
         self._cpu_meter = self._workers_meter if self._thread_clocks else self._process_meter
 
@@ -914,7 +933,7 @@ class ElasticDispatcher(ThreadedTaskDispatcher):
 
     def handler_thread(self, thread_no: int) -> None:
         if self._thread_clocks:
-            clock = _thread_clock()  # once per thread: the per-task loop below reads no clock
+            clock = _busy_reader()  # once per thread: the per-task loop below reads nothing
             if clock is not None:
                 with self.lock:
                     self._clocks[thread_no] = clock
@@ -962,23 +981,23 @@ class ElasticDispatcher(ThreadedTaskDispatcher):
                     self._watcher_cv.notify()
 
     def _workers_meter(self) -> Callable[[float], bool]:
-        """Read every worker's CPU clock now; the result tells, given the seconds since, whether
-        they used ``WORKERS_BUSY`` of them (summed) until it is called."""
+        """Read every worker's busy time now; the result tells, given the seconds since, whether
+        they were busy ``WORKERS_BUSY`` of them (summed) until it is called."""
         with self.lock:
             clocks = list(self._clocks.values())
-        start: list[tuple[int, float]] = []
+        start: list[tuple[Callable[[], float], float]] = []
         for clock in clocks:
             try:
-                start.append((clock, time.clock_gettime(clock)))
-            except OSError:  # the thread has just ended
+                start.append((clock, clock()))
+            except (OSError, ValueError):  # the thread has just ended
                 pass
 
         def computing(elapsed: float) -> bool:
             used = 0.0
             for clock, then in start:
                 try:
-                    used += time.clock_gettime(clock) - then
-                except OSError:  # the thread ended during the tick: left out
+                    used += clock() - then
+                except (OSError, ValueError):  # the thread ended during the tick: left out
                     pass
             return used >= WORKERS_BUSY * elapsed
 
