@@ -760,6 +760,20 @@ def docker_figures(args) -> dict:
             return out
     out["function_image"] = fn
     out["images"][fn] = size_mb(fn)
+    out["run_to_first_200_ms"] = run_to_first_200(docker, fn, [], args, out)
+    # The floor under that: the same image and `docker run`, but a bare Python that answers its
+    # first request with a 200 (socket, no import of pyfunc or waitress). What pyfunc adds to a
+    # container's start is the difference.
+    out["floor_run_to_first_200_ms"] = run_to_first_200(docker, fn, ["--entrypoint", "python"], args, out, [
+        "-c", "import socket; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+              "s.bind(('', 8080)); s.listen()\nwhile True:\n c, _ = s.accept(); c.recv(4096); "
+              "c.sendall(b'HTTP/1.1 200 OK\\r\\nContent-Length: 0\\r\\n\\r\\n'); c.close()"])
+    return out
+
+
+def run_to_first_200(docker: str, image: str, options: list[str], args, out: dict,
+                     command: list[str] | None = None) -> list[float]:
+    """`docker run -d` IMAGE → its first HTTP 200 on a published port, ms; the first run discarded."""
     samples = []
     for rep in range(args.cold_reps + 1):
         port = free_port()
@@ -767,7 +781,8 @@ def docker_figures(args) -> dict:
         t0 = time.perf_counter()
         r = subprocess.run([docker, "run", "-d", "--rm", "--name", name,
                             f"--cpuset-cpus={args.server_core}", "-e", "PORT=8080",
-                            "-p", f"127.0.0.1:{port}:8080", fn], capture_output=True, text=True)
+                            "-p", f"127.0.0.1:{port}:8080", *options, image, *(command or [])],
+                           capture_output=True, text=True)
         t = None
         if r.returncode == 0:
             req = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
@@ -786,8 +801,7 @@ def docker_figures(args) -> dict:
         subprocess.run([docker, "rm", "-f", name], capture_output=True)
         if t is not None and rep > 0:  # first run discarded, as for processes
             samples.append(t * 1000)
-    out["run_to_first_200_ms"] = samples
-    return out
+    return samples
 
 
 # ---------------------------------------------------------------------------------------------
@@ -992,6 +1006,10 @@ def render_md(res: dict) -> str:
             a = agg(d["run_to_first_200_ms"])
             L.append(f"- `docker run` ({d.get('function_image')}) → first HTTP 200: {a['median']:.0f} ms "
                      f"({a['min']:.0f}–{a['max']:.0f}, n={a['n']})")
+            floor = agg(d.get("floor_run_to_first_200_ms") or [])
+            if floor:
+                L.append(f"- the floor, the same `docker run` of a bare Python answering 200: {floor['median']:.0f} ms "
+                         f"({floor['min']:.0f}–{floor['max']:.0f}, n={floor['n']})")
         L.append("")
 
     notes = []

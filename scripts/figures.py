@@ -296,7 +296,11 @@ def bench_docker() -> str:
         return ""
     sizes = ", ".join(f"`{image}` {size:.1f} MB" for image, size in docker["images"].items() if size)
     run = median(docker.get("run_to_first_200_ms", []))
+    floor = median(docker.get("floor_run_to_first_200_ms", []))
     run_text = f"; `docker run` → first HTTP 200: {run:.0f} ms (median)" if run is not None else ""
+    if run is not None and floor is not None:
+        run_text += (f", of which {floor:.0f} ms is the floor (the same `docker run` of a bare Python "
+                     f"answering 200) and {run - floor:.0f} ms pyfunc's start")
     return f"The bench's container figures: {sizes}{run_text}.\n{source_line(BENCH, res)}\n"
 
 
@@ -398,7 +402,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "bench-throughput": bench_throughput, "bench-cold-start": bench_cold_start, "bench-cost": bench_cost,
     "bench-compare": bench_compare, "bench-run-time": bench_run_time, "containers": containers,
     "image-sizes": image_sizes, "reliability": reliability, "bench-io": bench_io,
-    "bench-eventing": bench_eventing, "bench-instructions": bench_instructions,
+    "bench-eventing": bench_eventing, "bench-instructions": bench_instructions, "bench-docker": bench_docker,
 }
 
 
