@@ -877,12 +877,13 @@ class ElasticDispatcher(ThreadedTaskDispatcher):
     *and* the workers did not compute, while the watcher itself got the CPU on time (a late
     wake-up means a CPU-starved process, not blocked workers). Half a second of tasks waiting
     without any finishing grows the pool regardless (counted from when they began to wait, not
-    from a task that finished before an idle spell). While tasks keep finishing, the watcher
-    looks less and less often (up to every ``BUSY_TICK``), and once nothing waits it sleeps
-    until :meth:`add_task` wakes it. Workers that compute keep finishing tasks or keep their CPU
-    clocks running, so a CPU-bound load never grows the pool: under the GIL more threads would
-    only share the same core. A load that blocks leaves the workers' clocks still with tasks
-    waiting, and gets a thread per waiting task within a tick or two.
+    from a task that finished before an idle spell), unless the workers' busy time counts their
+    wait for a CPU and says they are busy: on a machine so loaded that a task takes longer.
+    While tasks keep finishing, the watcher looks less and less often (up to every
+    ``BUSY_TICK``), and once nothing waits it sleeps until :meth:`add_task` wakes it. Workers
+    that compute keep finishing tasks or stay busy, so a CPU-bound load never grows the pool:
+    under the GIL more threads would only share the same core. A load that blocks leaves the
+    workers idle with tasks waiting, and gets a thread per waiting task within a tick or two.
 
     Whether the workers computed is read from their own busy time (each worker finds its reader
     once, when it starts: Linux's per-thread schedstat, CPU time plus time waiting for a CPU, or
@@ -916,7 +917,11 @@ class ElasticDispatcher(ThreadedTaskDispatcher):
         self._watching = False  # the watcher ticks (else it waits for add_task to wake it)
         self._closing = False
         self._clocks: dict[int, Callable[[], float]] = {}  # thread number -> its busy-time reader (under the lock)
-        self._thread_clocks = _busy_reader() is not None
+        reader = _busy_reader()
+        self._thread_clocks = reader is not None
+        # With the run-queue wait counted, busy time cannot be fooled by a loaded machine: then
+        # even tasks that wait half a second grow the pool only if the workers are not busy.
+        self._waits_counted = isinstance(reader, functools.partial) and reader.func is _schedstat
         # Starts a measure of the workers' CPU; what it returns tells, later, whether they computed since.
         self._cpu_meter = self._workers_meter if self._thread_clocks else self._process_meter
 
@@ -1039,8 +1044,9 @@ class ElasticDispatcher(ThreadedTaskDispatcher):
                     strikes, tick = 0, min(BUSY_TICK, tick * 2)
                     continue
                 tick = STARVATION_TICK
-                if now - max(self.last_done, waiting_since) >= STARVED:
-                    strikes = STRIKES  # blocked for long, whatever the CPU says
+                if now - max(self.last_done, waiting_since) >= STARVED and not (
+                        self._waits_counted and computing(now - run_start)):
+                    strikes = STRIKES  # blocked for long, whatever the CPU says (a CPU clock can miss a busy pool)
                 elif now - wall > 2 * slept:
                     # The watcher itself woke late: the process is short of CPU (a busy machine, a
                     # CPU quota), which stalls computing workers too. Not a sign of blocked ones.
