@@ -67,6 +67,7 @@ scripts/test-pythons.sh
 # pack, docker (API 1.41) and the cache paths, exactly as the scripts set them.
 # shellcheck source=lib.sh
 source scripts/lib.sh
+step() { printf '==> [%dm%02ds] %s\n' $(((SECONDS - START) / 60)) $(((SECONDS - START) % 60)) "$*"; }  # lib.sh's has no time
 if [ "$#" -gt 0 ]; then  # a selection: one pytest run, once everything is there
   await knative
   step "pytest $*"
