@@ -706,7 +706,7 @@ def cold_starts(servers: list[str], reps: int, args, logdir: Path) -> dict:
            for s in servers}
     for rep in range(reps + 1):
         order = [(s, m) for s in servers for m in ("hello", "ce")]
-        if "pyfunc" in servers:  # pyfunc only: an HTTP function that reads its request (imports Flask)
+        if "pyfunc" in servers:  # pyfunc only: an HTTP function that reads its request (req.args)
             order.append(("pyfunc", "hello-req"))
         random.shuffle(order)
         for s, mode in order:
@@ -929,14 +929,14 @@ def render_md(res: dict) -> str:
         L.append("| " + " | ".join(row) + " |")
     c = cs.get("pyfunc", {})
     if c.get("req_samples_ms"):
-        row = ["pyfunc, HTTP function reading `req` (imports Flask)",
+        row = ["pyfunc, HTTP function reading `req.args`",
                fmt_cell(agg(c["req_samples_ms"]), agg(raw_cs.get("samples_ms", []))), "",
                fmt_cell(agg(c["req_rss_idle_mb"]), agg(raw_cs.get("rss_idle_mb", []))), ""]
         L.append("| " + " | ".join(row) + " |")
     L.append("")
     L.append("The hello function (`def handler(req): return \"Hello, World!\"`) never reads `req`, so "
-             "pyfunc never builds a request or imports Flask for it; the last row is a hello that "
-             "does (`req.args.get(\"name\")`).\n")
+             "pyfunc never builds a request for it; the last row is a hello that does "
+             "(`req.args.get(\"name\")`): pyfunc's own request, which imports neither Flask nor werkzeug.\n")
 
     if "pyfunc" in servers:
         L.append("## pyfunc against the issue #5 targets\n")
