@@ -193,6 +193,8 @@ def render(res: dict) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenarios", help="comma list of " + ",".join(SCENARIOS))
+    ap.add_argument("--server-scenarios", default=",".join(SERVER_SCENARIOS),
+                    help="of those, the ones also measured as a whole server (default: %(default)s)")
     ap.add_argument("--out", default=str(BENCH / "results"))
     ap.add_argument("--app-worker", nargs=2, metavar=("SCENARIO", "CALLS"), help=argparse.SUPPRESS)
     ap.add_argument("--raw", action="store_true", help=argparse.SUPPRESS)
@@ -212,7 +214,7 @@ def main() -> int:
         row = results.setdefault(name, {})
         row["app"] = {"raw": app_instructions(python, name, raw=True),
                       "pyfunc": app_instructions(python, name, raw=False)}
-        if name in SERVER_SCENARIOS:
+        if name in args.server_scenarios.split(","):
             row["server"] = {"raw": server_instructions("raw", name), "pyfunc": server_instructions("pyfunc", name)}
         run.log(f"{name}: {json.dumps({k: {w: round(v) for w, v in p.items()} for k, p in row.items()})}")
     res = {**provenance, "elapsed_s": round(time.time() - started), "app_calls": APP_CALLS,
