@@ -115,6 +115,8 @@ def send(port: int, scenario: str, requests: int) -> None:
                 response.read()
                 if response.status >= 300:
                     errors.append(f"HTTP {response.status}")
+        except OSError as exc:  # a request that never came back: the count would be wrong
+            errors.append(repr(exc))
         finally:
             conn.close()
 
