@@ -10,6 +10,7 @@ release that changes its parser or its response head fails here.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +22,8 @@ from waitress.receiver import ChunkedReceiver
 from waitress.task import WSGITask
 
 from pyfunc import _waitress
+from pyfunc._config import Config
+from pyfunc._server import Server, build_app, free_port
 
 ADJ = Adjustments(max_request_body_size=1 << 20, max_request_header_size=4096)
 # The adapter's parser with waitress's own chunked receiver: the comparison is of parsing alone
@@ -168,12 +171,18 @@ class _Server:
 
 
 class _Channel:
-    """What a task reads of its channel while it builds a response head (the server's ident)."""
+    """What a task uses of its channel to build and send a response: the server's ident, and
+    ``write_soon`` (recorded here: what would go out, in the pieces given)."""
 
     pyfunc_task = None
 
-    def __init__(self, ident: str) -> None:
+    def __init__(self, ident: str = "waitress") -> None:
         self.server = _Server(ident)
+        self.sent: list[bytes] = []
+
+    def write_soon(self, data: bytes) -> int:
+        self.sent.append(bytes(data))
+        return len(data)
 
 
 def built(cls: type, version: str, connection: str, status: str, headers: list[tuple[str, str]],
@@ -192,7 +201,7 @@ def built(cls: type, version: str, connection: str, status: str, headers: list[t
 
 
 def assert_same_head(*args: Any) -> None:
-    assert built(_waitress.ResumableTask, *args) == built(WSGITask, *args), args
+    assert built(_waitress.QuickTask, *args) == built(WSGITask, *args), args
 
 
 def test_a_usual_response_head_is_the_one_waitress_builds() -> None:
@@ -203,10 +212,46 @@ def test_a_usual_response_head_is_the_one_waitress_builds() -> None:
 
 
 def test_the_date_is_the_current_second_each_time() -> None:
-    first = built(_waitress.ResumableTask, "1.1", "", "200 OK", [], 0, "w", 1_700_000_000.9)[0]
-    second = built(_waitress.ResumableTask, "1.1", "", "200 OK", [], 0, "w", 1_700_000_001.0)[0]
+    first = built(_waitress.QuickTask, "1.1", "", "200 OK", [], 0, "w", 1_700_000_000.9)[0]
+    second = built(_waitress.QuickTask, "1.1", "", "200 OK", [], 0, "w", 1_700_000_001.0)[0]
     assert b"Date: Tue, 14 Nov 2023 22:13:20 GMT" in first
     assert b"Date: Tue, 14 Nov 2023 22:13:21 GMT" in second
+
+
+def sent(cls: type, status: str, content_length: int | None, chunks: list[bytes]) -> tuple[Any, ...]:
+    """What a task sends for a response of ``chunks`` (each given to ``write``), and its state after."""
+    request = HTTPRequestParser(ADJ)
+    request.received(b"GET / HTTP/1.1\r\n\r\n")
+    channel = _Channel()
+    task = cls(channel, request)
+    task.start_time, task.complete, task.status, task.content_length = 1_700_000_000, True, status, content_length
+    for chunk in chunks:
+        task.write(chunk)
+    task.finish()
+    state = (task.content_bytes_written, task.wrote_header, task.close_on_finish, task.chunked_response,
+             task.logged_write_excess, task.logged_write_no_body)
+    return b"".join(channel.sent), state, len(channel.sent)
+
+
+def test_a_small_response_goes_out_in_one_piece() -> None:
+    body = b'{"ok": true}'
+    quick = sent(_waitress.QuickTask, "200 OK", len(body), [body])
+    waitress = sent(WSGITask, "200 OK", len(body), [body])
+    assert quick[:2] == waitress[:2]
+    assert (quick[2], waitress[2]) == (1, 2), "the head and the body were not sent in one piece"
+    large = b"x" * (_waitress.ONE_SEND_MAX + 1)
+    assert sent(_waitress.QuickTask, "200 OK", len(large), [large])[2] == 2  # no copy of a large body
+
+
+@settings(max_examples=500, deadline=None)
+@given(status=st.sampled_from(["200 OK", "204 No Content", "304 Not Modified", "404 Not Found"]),
+       content_length=st.one_of(st.none(), st.sampled_from([0, 1, 5, 12, 70_000])),
+       chunks=st.lists(st.sampled_from([b"", b"a", b"hello", b"hello world!", b"x" * 70_000]), max_size=3))
+def test_generated_responses_send_the_bytes_waitress_sends(
+    status: str, content_length: int | None, chunks: list[bytes],
+) -> None:
+    args = (status, content_length, chunks)
+    assert sent(_waitress.QuickTask, *args)[:2] == sent(WSGITask, *args)[:2]
 
 
 _header_names = st.sampled_from(["Content-Type", "content-length", "CONTENT-LENGTH", "Date", "server", "Server",
@@ -228,3 +273,17 @@ def test_generated_responses_get_the_head_waitress_builds(
     ident: str, start_time: float,
 ) -> None:
     assert_same_head(version, connection, status, headers, content_length, ident, start_time)
+
+
+@pytest.mark.parametrize("handler", ["def handler(body):\n    return body\n",
+                                     "async def handler(body):\n    return body\n"], ids=["sync", "async"])
+def test_a_server_reads_and_answers_with_the_quick_paths(tmp_path: Path, handler: str) -> None:
+    (tmp_path / "handler.py").write_text(handler)
+    config = Config(directory=str(tmp_path), port=free_port(), host="127.0.0.1", threads=2)
+    server = Server(build_app(config), config)
+    try:
+        channel_class = server.waitress.channel_class
+        assert issubclass(channel_class.parser_class, _waitress._LimitedParser)
+        assert issubclass(channel_class.task_class, _waitress.QuickTask)
+    finally:
+        server.waitress.close()
