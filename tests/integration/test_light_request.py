@@ -331,6 +331,28 @@ def test_a_function_reading_args_json_and_headers_never_imports_flask(serve) -> 
                        "imported": []}
 
 
+READS_HEADERS = """
+import sys
+
+def handler(headers):
+    return {
+        "trace": headers.get("x-trace"), "trace_title": headers["X-Trace"], "ctype": headers.get("Content-Type"),
+        "missing": headers.get("x-none", "default"), "n": headers.get("x-n", type=int), "in": "x-trace" in headers,
+        "listed": headers.getlist("X-Trace"), "names": sorted(k for k, _ in headers if k.startswith("X-")),
+        "imported": sorted(m for m in ("flask", "werkzeug") if m in sys.modules),
+    }
+"""
+
+
+def test_a_function_taking_headers_gets_werkzeugs_api_without_importing_it(serve) -> None:
+    server = serve(READS_HEADERS)
+    reply = requests.post(server.url, data=b"x", headers={"X-Trace": "t-1", "X-N": "7", "Content-Type": "text/plain"},
+                          timeout=5)
+    assert reply.status_code == 200, reply.text
+    assert reply.json() == {"trace": "t-1", "trace_title": "t-1", "ctype": "text/plain", "missing": "default",
+                            "n": 7, "in": True, "listed": ["t-1"], "names": ["X-N", "X-Trace"], "imported": []}
+
+
 ERRORS = """
 import sys
 
