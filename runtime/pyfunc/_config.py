@@ -6,12 +6,14 @@ Bad values are reported by name (``PYFUNC_THREADS must be …``) before anything
 
 from __future__ import annotations
 
-import argparse
 import os
 from dataclasses import dataclass, fields
-from typing import Any, Callable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 
 from ._errors import PyfuncError
+
+if TYPE_CHECKING:
+    import argparse
 
 
 class ConfigError(PyfuncError):
@@ -245,6 +247,8 @@ def _parse(setting: Setting, raw: str, source: str) -> Any:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one ``--flag`` per setting; values stay strings so ``Config.load`` parses them."""
+    import argparse  # only with flags: `python -m pyfunc DIR` alone parses none (pyfunc.cli)
+
     for setting in SETTINGS:
         if setting.parse is _boolean:
             parser.add_argument(setting.flag, dest=setting.name, action=argparse.BooleanOptionalAction,

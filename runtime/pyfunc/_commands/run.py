@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any, Optional
 
 from .._config import Config, add_arguments
+
+if TYPE_CHECKING:
+    import argparse
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     return serve_from_args(args)
 
 
-def serve_from_args(args: argparse.Namespace, **overrides: Any) -> int:
+def serve_from_args(args: Optional[argparse.Namespace], **overrides: Any) -> int:
     from .._server import serve
 
     return serve(Config.load(args=args, **overrides))
