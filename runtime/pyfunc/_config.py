@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 
 from ._errors import PyfuncError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (ms of a cold start)
 if TYPE_CHECKING:
     import argparse
+    from typing import Any, Callable, Mapping, Optional
 
 
 class ConfigError(PyfuncError):

@@ -64,6 +64,7 @@ while they await, as they used to (the elastic pool then still serves them concu
 
 from __future__ import annotations
 
+import collections
 import copy
 import functools
 import inspect
@@ -72,7 +73,6 @@ import operator
 import os
 import threading
 import time
-from typing import Any, Callable, NamedTuple, Optional, Protocol, TypeVar
 
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
@@ -81,6 +81,12 @@ from waitress.receiver import ChunkedReceiver
 from waitress.server import BaseWSGIServer
 from waitress.task import ErrorTask, ThreadedTaskDispatcher, WSGITask
 from waitress.utilities import RequestEntityTooLarge
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (ms of a cold start)
+if TYPE_CHECKING:
+    from typing import Any, Callable, NamedTuple, Optional, Protocol, TypeVar
+else:
+    Protocol = object  # the Protocols below are for the type checker: plain classes at run time
 
 logger = logging.getLogger("pyfunc")
 
@@ -120,7 +126,8 @@ class Loop(Protocol):
     def loop(self, timeout: float = 30.0, map: Any = None, use_poll: bool = False, count: Any = None) -> None: ...
 
 
-L = TypeVar("L", bound=Loop)
+if TYPE_CHECKING:
+    L = TypeVar("L", bound=Loop)
 
 
 # ------------------------------------------------------------------------------------ contract
@@ -313,19 +320,22 @@ def waitress_version() -> str:
 # ------------------------------------------------------------------------------------ refusals
 
 
-class Refusal(NamedTuple):
-    """A request waitress refused before the app saw it (413, 431)."""
+if TYPE_CHECKING:
+    class Refusal(NamedTuple):
+        """A request waitress refused before the app saw it (413, 431)."""
 
-    status: int
-    method: str  # "-" when the request line was not read (an oversized head)
-    path: str
-    request_id: Optional[str]  # the client's X-Request-Id, if its headers were read
-    limit: int  # the largest size accepted, in bytes
-    started: float  # time.perf_counter() when the answer began
+        status: int
+        method: str  # "-" when the request line was not read (an oversized head)
+        path: str
+        request_id: Optional[str]  # the client's X-Request-Id, if its headers were read
+        limit: int  # the largest size accepted, in bytes
+        started: float  # time.perf_counter() when the answer began
 
-
-# Given a refusal: (status line, headers, body) to send; called on a worker thread.
-Answer = Callable[[Refusal], tuple[str, list[tuple[str, str]], bytes]]
+    # Given a refusal: (status line, headers, body) to send; called on a worker thread.
+    Answer = Callable[[Refusal], tuple[str, list[tuple[str, str]], bytes]]
+else:  # the same named tuple, without typing.NamedTuple
+    Refusal = collections.namedtuple("Refusal", "status method path request_id limit started")
+    Refusal.__doc__ = "A request waitress refused before the app saw it (413, 431)."
 
 REFUSED_CODES = (413, 431)
 CHUNK_FRAMING_ALLOWANCE = 64 << 10  # bytes of chunk framing allowed beyond twice the body limit

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, Optional, Sequence
 
 from . import __version__
 from ._config import ConfigError
 from ._errors import PyfuncError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (ms of a cold start)
 if TYPE_CHECKING:
     import argparse
+    from typing import Optional, Sequence
 
 COMMANDS = ("run", "check", "invoke", "init", "build")
 

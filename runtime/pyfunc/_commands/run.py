@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
-
 from .._config import Config, add_arguments
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (ms of a cold start)
 if TYPE_CHECKING:
     import argparse
+    from typing import Any, Optional
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
