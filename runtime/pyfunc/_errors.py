@@ -12,7 +12,6 @@ if TYPE_CHECKING:
     from typing import Any, Optional
 
 
-
 class PyfuncError(Exception):
     """Base class of everything pyfunc raises on purpose."""
 

@@ -2,9 +2,9 @@
 
 A cold start is mostly imports, so serving a plain function must not load what only other paths
 need: argparse (only with flags), typing (only for an annotated parameter), pathlib (only for
-load errors), Flask, werkzeug and the CloudEvents SDK (only when a handler reaches for them),
-asyncio (async handlers). Each function below reports, from inside the real server process,
-which of them are loaded.
+load errors), base64 (binary event data), Flask, werkzeug and the CloudEvents SDK (only when a
+handler reaches for them), asyncio (async handlers). Each function below reports, from inside
+the real server process, which of them are loaded.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import requests
 
 from pyfunc._config import Config
 
-NOT_AT_START = ("argparse", "shutil", "typing", "pathlib", "flask", "werkzeug", "cloudevents", "asyncio")
+NOT_AT_START = ("argparse", "shutil", "typing", "pathlib", "base64", "flask", "werkzeug", "cloudevents", "asyncio")
 
 LOADED = f"""
 import sys
