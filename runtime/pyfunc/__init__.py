@@ -7,9 +7,10 @@ Every other module is private (``pyfunc._*``): its names may change in any relea
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (ms of a cold start)
 if TYPE_CHECKING:  # for type checkers only: at run time they are lazy (below)
+    from typing import Any
+
     from ._outcomes import Drop, Retry
 
 __version__ = "0.2.0"

@@ -15,7 +15,6 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterable, Iterator, Optional
 
 from . import _codec as codec
 from . import _logs as logs
@@ -27,6 +26,10 @@ from ._errors import InvalidReply, RequestError
 from ._outcomes import RETRIED_4XX, Drop, Outcome, Retry, outcome_of_status
 from ._responses import AsyncChunks, Response, http_response, is_werkzeug_response, problem, reply_event
 from ._waitress import Deferred, StreamSink
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (ms of a cold start)
+if TYPE_CHECKING:
+    from typing import Any, Callable, Iterable, Iterator, Optional
 
 logger = logging.getLogger("pyfunc")
 

@@ -31,14 +31,15 @@ from __future__ import annotations
 
 import inspect
 import sys
-import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
 
 from ._codec import Event
 from ._errors import HandlerLoadError
 from ._events import converter_for_event_type, to_http_cloudevent
-from ._typeddata import converter_for
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (ms of a cold start)
+if TYPE_CHECKING:
+    from typing import Any, Callable, Optional
 
 EVENT_NAMES = ("event",)
 DATA_NAMES = ("data", "payload")
@@ -58,7 +59,8 @@ class Invocation:
         self.request = request  # the flask.Request, when the handler runs under Flask
 
 
-Getter = Callable[[Invocation], Any]
+if TYPE_CHECKING:
+    Getter = Callable[[Invocation], Any]
 
 
 @dataclass
@@ -206,6 +208,10 @@ def resolve_annotations(function: Callable[..., Any]) -> dict[str, Any]:
     target: Callable[..., Any] = function
     if not (inspect.isfunction(function) or inspect.ismethod(function)):
         target = getattr(function, "__call__", function)  # noqa: B004 - callable instances
+    if not getattr(inspect.unwrap(target), "__annotations__", None):
+        return {}  # what get_type_hints gives (or the fallback below): typing stays unimported
+    import typing
+
     try:
         return typing.get_type_hints(inspect.unwrap(target))
     except Exception:
@@ -221,6 +227,15 @@ def resolve_annotations(function: Callable[..., Any]) -> dict[str, Any]:
                     continue
             resolved[name] = ann
         return resolved
+
+
+def converter_for(annotation: Any) -> Optional[Callable[[Any], Any]]:
+    """_typeddata's converter; it (and typing) is imported only for an annotated parameter."""
+    if annotation is inspect.Parameter.empty:
+        return None  # what _typeddata gives for it
+    from ._typeddata import converter_for as typed_converter
+
+    return typed_converter(annotation)
 
 
 def _getter_for(name: str, annotation: Any) -> tuple[Optional[Getter], str, bool]:

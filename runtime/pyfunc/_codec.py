@@ -10,18 +10,19 @@ event format (``json §``), both v1.0.2.
 
 from __future__ import annotations
 
-import base64
 import datetime
 import functools
 import json
-import random
 import re
 import time
-from typing import Any, Iterable, Optional
 from urllib.parse import unquote_to_bytes
 
 from ._clock import rfc3339_utc
 from ._errors import BadEvent, InvalidReply
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (ms of a cold start)
+if TYPE_CHECKING:
+    from typing import Any, Callable, Iterable, Optional
 
 STRUCTURED = "structured"
 BINARY = "binary"
@@ -196,6 +197,8 @@ def canonical_string(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (bytes, bytearray)):
+        import base64  # here and below: binary data only, not a cost of every start
+
         return base64.b64encode(value).decode("ascii")
     if isinstance(value, datetime.datetime):
         moment: datetime.datetime = value if value.tzinfo is not None else value.replace(tzinfo=datetime.timezone.utc)
@@ -362,6 +365,8 @@ def _content_decoded(data: Any, encoding: Any, what: str, where: str = "") -> An
         # RFC 4648 §3.3: characters outside the alphabet are rejected, not skipped. Line breaks,
         # which RFC 2045 base64 allows, are removed first.
         text = data.replace("\r", "").replace("\n", "") if isinstance(data, str) else data.translate(None, b"\r\n")
+        import base64
+
         return base64.b64decode(text, validate=True)
     except ValueError:  # binascii.Error, or non-ASCII text
         raise BadEvent(
@@ -396,6 +401,8 @@ def event_from_json(obj: Any, where: str = "") -> Event:
     if has_b64 and data_b64 is not None:
         if not isinstance(data_b64, str):
             raise BadEvent("invalid-event", f"{where}'data_base64' must be a string")
+        import base64
+
         try:
             data = base64.b64decode(data_b64, validate=True)
         except ValueError:
@@ -457,8 +464,20 @@ def new_event_id() -> str:
     ``uuid.uuid4()``: ids need to be unique, not unpredictable, and ``os.urandom`` is a system
     call, which on every request releases the GIL to the other threads.
     """
-    hexa = "%032x" % (random.getrandbits(128) & _UUID4_CLEAR | _UUID4_SET)
+    hexa = "%032x" % (_getrandbits(128) & _UUID4_CLEAR | _UUID4_SET)
     return f"{hexa[:8]}-{hexa[8:12]}-{hexa[12:16]}-{hexa[16:20]}-{hexa[20:]}"
+
+
+def _first_getrandbits(bits: int) -> int:
+    """``random.getrandbits``, imported by the first reply event instead of at every start."""
+    global _getrandbits
+    import random
+
+    _getrandbits = random.getrandbits
+    return _getrandbits(bits)
+
+
+_getrandbits: Callable[[int], int] = _first_getrandbits
 
 
 # RFC 4122 §4.4: version 4 in bits 76-79, variant 10 in bits 62-63.
@@ -578,6 +597,8 @@ def _encode_binary(attributes: dict[str, Any], data: Any,
     content_type = attributes.get("datacontenttype")
     body, content_type = _data_bytes(data, content_type)
     if body and _base64_encoded_03(attributes):
+        import base64
+
         body = base64.b64encode(body)  # the reply says its body is base64: make it so
     if content_type:
         if not isinstance(content_type, str) or not _PRINTABLE_HEADER.match(content_type):
@@ -599,9 +620,13 @@ def event_to_json(attributes: dict[str, Any], data: Any) -> dict[str, Any]:
         # flagged by datacontentencoding "base64" (what the decoder above reads back).
         content_type = obj.get("datacontenttype")
         raw = _data_bytes(data, content_type if isinstance(content_type, str) else None)[0]
+        import base64
+
         obj["datacontentencoding"] = "base64"
         obj["data"] = base64.b64encode(raw).decode("ascii")
     elif isinstance(data, (bytes, bytearray, memoryview)):
+        import base64
+
         obj["data_base64"] = base64.b64encode(bytes(data)).decode("ascii")
     elif data is JSON_NULL:
         obj["data"] = None  # json §3.1.1: an explicit null, kept as the sender sent it

@@ -6,12 +6,16 @@ Bad values are reported by name (``PYFUNC_THREADS must be …``) before anything
 
 from __future__ import annotations
 
-import argparse
+import collections
 import os
 from dataclasses import dataclass, fields
-from typing import Any, Callable, Mapping, Optional
 
 from ._errors import PyfuncError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (ms of a cold start)
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 
 class ConfigError(PyfuncError):
@@ -79,14 +83,16 @@ def _boolean(text: str) -> bool:
     raise ValueError("must be true or false")
 
 
-@dataclass(frozen=True)
-class Setting:
-    name: str          # attribute of Config
-    env: str
-    flag: str
-    default: Any
-    parse: Callable[[str], Any]
-    help: str
+if TYPE_CHECKING:
+    class Setting(NamedTuple):
+        name: str          # attribute of Config
+        env: str
+        flag: str
+        default: Any
+        parse: Callable[[str], Any]
+        help: str
+else:  # the same record, immutable: a frozen dataclass's generated code costs ~1 ms of every start
+    Setting = collections.namedtuple("Setting", "name env flag default parse help")
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -169,7 +175,9 @@ def _setting(name: str) -> Setting:
     return next(setting for setting in SETTINGS if setting.name == name)
 
 
-@dataclass(frozen=True)
+# repr, == and hash as the dataclass would generate them, written once below: generated, they
+# are compiled from source at every start (~1 ms of a cold start for 31 fields).
+@dataclass(frozen=True, repr=False, eq=False)
 class Config:
     """Everything the server needs to know, validated."""
 
@@ -206,6 +214,21 @@ class Config:
     serve_load_errors: bool = False
     # When set, 500 bodies name the exception (class and message); off, only the log does.
     debug: bool = False
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, field.name) for field in fields(self))
+
+    def __repr__(self) -> str:
+        pairs = (f"{field.name}={getattr(self, field.name)!r}" for field in fields(self))
+        return f"{self.__class__.__qualname__}({', '.join(pairs)})"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            return self._values() == other._values()
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._values())
 
     @classmethod
     def load(
@@ -245,6 +268,8 @@ def _parse(setting: Setting, raw: str, source: str) -> Any:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one ``--flag`` per setting; values stay strings so ``Config.load`` parses them."""
+    import argparse  # only with flags: `python -m pyfunc DIR` alone parses none (pyfunc.cli)
+
     for setting in SETTINGS:
         if setting.parse is _boolean:
             parser.add_argument(setting.flag, dest=setting.name, action=argparse.BooleanOptionalAction,

@@ -14,11 +14,13 @@ import os
 import sys
 import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Optional
 
 from ._errors import HandlerLoadError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (ms of a cold start)
+if TYPE_CHECKING:
+    from typing import Any, Callable, Optional
 
 DEFAULT_TARGET = "handler.handler"
 HOOK_NAMES = ("start", "stop", "alive", "ready")
@@ -63,8 +65,9 @@ def parse_target(target: str) -> tuple[str, Optional[str]]:
 
 def load_function(directory: os.PathLike[str] | str, target: str = DEFAULT_TARGET) -> LoadedFunction:
     """Import the target's module from ``directory`` and return its function and hooks."""
-    workspace = Path(directory).resolve()
-    if not workspace.is_dir():
+    # os.path, not pathlib (what Path.resolve() does, without its import in every cold start)
+    workspace = os.path.realpath(directory)
+    if not os.path.isdir(workspace):
         raise HandlerLoadError(f"function directory {str(directory)!r} does not exist")
     module_name, func_name = parse_target(target)
     module = _import_module(workspace, module_name)
@@ -77,18 +80,17 @@ def load_function(directory: os.PathLike[str] | str, target: str = DEFAULT_TARGE
     return LoadedFunction(function, module, name, getattr(module, "__file__", None), hooks)
 
 
-def _import_module(workspace: Path, module_name: str) -> ModuleType:
+def _import_module(workspace: str, module_name: str) -> ModuleType:
     # The directory stays on sys.path for the life of the process: handlers import siblings
     # lazily, inside the function, and 0.1.0's removal of it broke exactly that.
-    if str(workspace) not in sys.path:
-        sys.path.insert(0, str(workspace))
-    relative = Path(*module_name.split("."))
-    candidates = [workspace / relative.with_suffix(".py"), workspace / relative / "__init__.py"]
-    file = next((c for c in candidates if c.is_file()), None)
+    if workspace not in sys.path:
+        sys.path.insert(0, workspace)
+    relative = os.path.join(*module_name.split("."))
+    candidates = [os.path.join(workspace, relative + ".py"), os.path.join(workspace, relative, "__init__.py")]
+    file = next((c for c in candidates if os.path.isfile(c)), None)
     if file is None:
         raise HandlerLoadError(
-            f"module {module_name!r} not found: no {relative.with_suffix('.py')} "
-            f"in {workspace}" + _listing(workspace)
+            f"module {module_name!r} not found: no {relative}.py in {workspace}" + _listing(workspace)
         )
     try:
         if "." in module_name:
@@ -108,19 +110,21 @@ def _import_module(workspace: Path, module_name: str) -> ModuleType:
         return module
     except SyntaxError as exc:
         raise HandlerLoadError(
-            f"SyntaxError: {exc.msg}", exc.filename or str(file), exc.lineno
+            f"SyntaxError: {exc.msg}", exc.filename or file, exc.lineno
         ) from None
     except Exception as exc:
-        user_file, line = _innermost_frame_in(workspace, exc) or (str(file), None)
+        user_file, line = _innermost_frame_in(workspace, exc) or (file, None)
         raise HandlerLoadError(
             f"error while importing {module_name!r}: {type(exc).__name__}: {exc}", user_file, line
         ) from None
     except SystemExit as exc:
-        raise HandlerLoadError(f"module {module_name!r} called exit({exc.code!r}) while importing", str(file)) from None
+        raise HandlerLoadError(f"module {module_name!r} called exit({exc.code!r}) while importing", file) from None
 
 
-def _innermost_frame_in(workspace: Path, exc: BaseException) -> Optional[tuple[str, int]]:
+def _innermost_frame_in(workspace: str, exc: BaseException) -> Optional[tuple[str, int]]:
     """The deepest traceback frame inside the function directory: where the user's code failed."""
+    from pathlib import Path
+
     found = None
     for frame in traceback.extract_tb(exc.__traceback__):
         try:
@@ -132,8 +136,10 @@ def _innermost_frame_in(workspace: Path, exc: BaseException) -> Optional[tuple[s
     return found
 
 
-def _listing(workspace: Path) -> str:
-    names = sorted(p.name for p in workspace.glob("*.py"))
+def _listing(workspace: str) -> str:
+    from pathlib import Path
+
+    names = sorted(p.name for p in Path(workspace).glob("*.py"))
     return f" (Python files there: {', '.join(names)})" if names else " (no .py files there)"
 
 

@@ -7,7 +7,9 @@ goes into an ``application/problem+json`` body (RFC 9457).
 
 from __future__ import annotations
 
-from typing import Any, Optional
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (ms of a cold start)
+if TYPE_CHECKING:
+    from typing import Any, Optional
 
 
 class PyfuncError(Exception):

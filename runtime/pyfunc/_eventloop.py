@@ -39,9 +39,12 @@ from __future__ import annotations
 import collections
 import select
 import time
-from typing import Any, Callable, Optional
 
 from ._waitress import fileno, is_connection, readwrite, worker_owns_output
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (ms of a cold start)
+if TYPE_CHECKING:
+    from typing import Any, Callable, Optional
 
 READ = select.EPOLLIN | select.EPOLLPRI
 WRITE = select.EPOLLOUT

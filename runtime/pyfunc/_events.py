@@ -19,9 +19,12 @@ import functools
 import importlib
 from datetime import datetime
 from types import ModuleType
-from typing import Any, Callable, Optional
 
 from ._codec import JSON_NULL, Event
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (ms of a cold start)
+if TYPE_CHECKING:
+    from typing import Any, Callable, Optional
 
 # Set on an SDK event built from an event whose data was an explicit JSON null: the SDK's
 # ``data`` is None for "null" and for "no data" alike (see codec.Event), so this marker is

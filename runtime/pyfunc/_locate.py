@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
 
 from ._discovery import DEFAULT_TARGET, load_function
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (ms of a cold start)
+if TYPE_CHECKING:
+    from typing import Any, Callable
 
 
 def find_func(search_path: str = ".") -> Callable[..., Any]:

@@ -16,9 +16,12 @@ import logging
 import os
 import sys
 import time
-from typing import Any, Callable, Optional
 
 from ._clock import rfc3339_utc
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (ms of a cold start)
+if TYPE_CHECKING:
+    from typing import Any, Callable, Optional
 
 request_fields: contextvars.ContextVar[Optional[dict[str, Any]]] = contextvars.ContextVar(
     "pyfunc_request_fields", default=None

@@ -8,11 +8,14 @@ refusal, and the operator saw nothing. pyfunc._waitress routes those refusals he
 from __future__ import annotations
 
 import time
-from typing import Callable
 
 from . import _logs as logs
 from ._responses import problem
 from ._waitress import Refusal
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (ms of a cold start)
+if TYPE_CHECKING:
+    from typing import Callable
 
 # status -> (reason, what was too large, the setting that sets the limit)
 _REFUSALS = {

@@ -23,8 +23,11 @@ from __future__ import annotations
 import codecs
 import re
 from functools import cached_property
-from typing import Any, Callable, Iterable, Iterator, Optional
 from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (ms of a cold start)
+if TYPE_CHECKING:
+    from typing import Any, Callable, Iterable, Iterator, Optional
 
 _MISSING: Any = object()
 _FORM_MIMETYPES = ("multipart/form-data", "application/x-www-form-urlencoded")

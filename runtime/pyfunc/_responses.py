@@ -18,13 +18,17 @@ import json
 import logging
 import re
 from http import HTTPStatus
-from typing import Any, AsyncIterator, Callable, Iterable, Iterator, Optional, Union
 
 from . import _codec as codec
 from ._errors import InvalidReply
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (ms of a cold start)
+if TYPE_CHECKING:
+    from typing import Any, AsyncIterator, Callable, Iterable, Iterator, Optional, Union
+
+    Body = Union[bytes, Iterable[bytes]]
+
 Headers = list[tuple[str, str]]
-Body = Union[bytes, Iterable[bytes]]
 
 STATUS_LINES = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
 HTML = "text/html; charset=utf-8"

@@ -18,7 +18,6 @@ import socket
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Optional
 
 from . import _logs as logs
 from . import _waitress
@@ -29,7 +28,10 @@ from ._discovery import LoadedFunction, load_function
 from ._errors import HandlerLoadError
 from ._refusals import answerer
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (ms of a cold start)
 if TYPE_CHECKING:
+    from typing import Any, Optional
+
     from ._eventloop import EpollLoop
 
 logger = logging.getLogger("pyfunc")

@@ -31,10 +31,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import Any, Awaitable, Callable, Iterator, Mapping, Optional
 
 from . import __version__
 from . import _logs as logs
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (ms of a cold start)
+if TYPE_CHECKING:
+    from typing import Any, Awaitable, Callable, Iterator, Mapping, Optional
 
 logger = logging.getLogger("pyfunc")
 

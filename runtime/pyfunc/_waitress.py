@@ -70,6 +70,7 @@ while they await, as they used to (the elastic pool then still serves them concu
 
 from __future__ import annotations
 
+import collections
 import copy
 import functools
 import inspect
@@ -79,7 +80,6 @@ import os
 import re
 import threading
 import time
-from typing import Any, Callable, NamedTuple, Optional, Protocol, TypeVar
 
 from waitress import wasyncore
 from waitress.buffers import OverflowableBuffer
@@ -89,6 +89,12 @@ from waitress.receiver import ChunkedReceiver, FixedStreamReceiver
 from waitress.server import BaseWSGIServer
 from waitress.task import ErrorTask, ThreadedTaskDispatcher, WSGITask
 from waitress.utilities import RequestEntityTooLarge, build_http_date
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (ms of a cold start)
+if TYPE_CHECKING:
+    from typing import Any, Callable, NamedTuple, Optional, Protocol, TypeVar
+else:
+    Protocol = object  # the Protocols below are for the type checker: plain classes at run time
 
 logger = logging.getLogger("pyfunc")
 
@@ -128,7 +134,8 @@ class Loop(Protocol):
     def loop(self, timeout: float = 30.0, map: Any = None, use_poll: bool = False, count: Any = None) -> None: ...
 
 
-L = TypeVar("L", bound=Loop)
+if TYPE_CHECKING:
+    L = TypeVar("L", bound=Loop)
 
 
 # ------------------------------------------------------------------------------------ contract
@@ -151,14 +158,22 @@ def _has(owner: Any, name: str, params: Optional[tuple[str, ...]] = None) -> Opt
 
 
 def _run_calls_asyncore_loop() -> Optional[str]:
-    """``run()`` must reach ``self.asyncore.loop``: the one seam the epoll loop is installed at."""
-    try:
-        source = inspect.getsource(BaseWSGIServer.run)
-    except (OSError, TypeError):
-        return "BaseWSGIServer.run has no source to check"
-    if "self.asyncore.loop(" not in source:
-        return "BaseWSGIServer.run does not call self.asyncore.loop"
-    return None
+    """``run()`` must reach ``self.asyncore.loop``: the one seam the epoll loop is installed at.
+
+    Read in its bytecode (``self``, then its attribute ``asyncore``, then that one's ``loop``),
+    not its source: ``inspect.getsource`` tokenizes waitress/server.py, ms of every cold start.
+    """
+    import dis
+
+    code = getattr(BaseWSGIServer.run, "__code__", None)
+    if code is None:
+        return "BaseWSGIServer.run has no code to check"
+    steps = [(i.opname, i.argval) for i in dis.get_instructions(code)]
+    for (first, owner), (second, seam), (third, method) in zip(steps, steps[1:], steps[2:]):
+        if (first.startswith("LOAD_FAST") and owner == "self" and second == "LOAD_ATTR" and seam == "asyncore"
+                and third in ("LOAD_ATTR", "LOAD_METHOD") and method == "loop"):
+            return None
+    return "BaseWSGIServer.run does not call self.asyncore.loop"
 
 
 def loop_contract_problems(server: Any) -> list[str]:
@@ -313,19 +328,22 @@ def waitress_version() -> str:
 # ------------------------------------------------------------------------------------ refusals
 
 
-class Refusal(NamedTuple):
-    """A request waitress refused before the app saw it (413, 431)."""
+if TYPE_CHECKING:
+    class Refusal(NamedTuple):
+        """A request waitress refused before the app saw it (413, 431)."""
 
-    status: int
-    method: str  # "-" when the request line was not read (an oversized head)
-    path: str
-    request_id: Optional[str]  # the client's X-Request-Id, if its headers were read
-    limit: int  # the largest size accepted, in bytes
-    started: float  # time.perf_counter() when the answer began
+        status: int
+        method: str  # "-" when the request line was not read (an oversized head)
+        path: str
+        request_id: Optional[str]  # the client's X-Request-Id, if its headers were read
+        limit: int  # the largest size accepted, in bytes
+        started: float  # time.perf_counter() when the answer began
 
-
-# Given a refusal: (status line, headers, body) to send; called on a worker thread.
-Answer = Callable[[Refusal], tuple[str, list[tuple[str, str]], bytes]]
+    # Given a refusal: (status line, headers, body) to send; called on a worker thread.
+    Answer = Callable[[Refusal], tuple[str, list[tuple[str, str]], bytes]]
+else:  # the same named tuple, without typing.NamedTuple
+    Refusal = collections.namedtuple("Refusal", "status method path request_id limit started")
+    Refusal.__doc__ = "A request waitress refused before the app saw it (413, 431)."
 
 REFUSED_CODES = (413, 431)
 CHUNK_FRAMING_ALLOWANCE = 64 << 10  # bytes of chunk framing allowed beyond twice the body limit

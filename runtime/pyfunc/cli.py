@@ -6,20 +6,25 @@ module only assembles them and turns expected failures into one clear line and e
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import os
 import sys
-from typing import Optional, Sequence
 
 from . import __version__
-from ._config import ConfigError, add_arguments
+from ._config import ConfigError
 from ._errors import PyfuncError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (ms of a cold start)
+if TYPE_CHECKING:
+    import argparse
+    from typing import Optional, Sequence
 
 COMMANDS = ("run", "check", "invoke", "init", "build")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+    import importlib
+
     parser = argparse.ArgumentParser(
         prog="pyfunc",
         description="Run a plain Python function as a CloudEvents/HTTP function (Knative-ready).",
@@ -58,6 +63,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def module_parser() -> argparse.ArgumentParser:
+    import argparse
+
+    from ._config import add_arguments
+
     parser = argparse.ArgumentParser(
         prog="python -m pyfunc",
         description="Serve the function in DIR (module 'handler', function 'handler' unless "
@@ -76,11 +85,18 @@ def main_module(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in COMMANDS and not os.path.isdir(argv[0]):
         return main(argv)
-    args = module_parser().parse_args(argv)
+    if len(argv) > 1 or (argv and argv[0].startswith("-")):
+        args: Optional[argparse.Namespace] = module_parser().parse_args(argv)
+        overrides = {}
+    else:
+        # `python -m pyfunc [DIR]`, no flags (how every function image starts): what the parser
+        # would give, without building it (argparse, with its gettext, shutil and help formatting,
+        # is several ms of a cold start).
+        args, overrides = None, ({"directory": argv[0]} if argv and argv[0] else {})
     from ._commands.run import serve_from_args
 
     try:
-        return serve_from_args(args)
+        return serve_from_args(args, **overrides)
     except (PyfuncError, ConfigError) as exc:
         print(f"pyfunc: error: {exc}", file=sys.stderr)
         return 1

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
-
 from .._config import Config, add_arguments
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (ms of a cold start)
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any, Optional
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     return serve_from_args(args)
 
 
-def serve_from_args(args: argparse.Namespace, **overrides: Any) -> int:
+def serve_from_args(args: Optional[argparse.Namespace], **overrides: Any) -> int:
     from .._server import serve
 
     return serve(Config.load(args=args, **overrides))
