@@ -172,15 +172,23 @@ def _get_event(inv: Invocation) -> Any:
     return to_http_cloudevent(inv.event)  # type: ignore[arg-type]
 
 
-def _get_headers(inv: Invocation) -> Any:
+def _headers_getter() -> Getter:
     """The headers ``req.headers`` gives: Flask's request's when there is one, else the light
-    request's (werkzeug's ``EnvironHeaders`` API without importing werkzeug, ~60 ms at start)."""
-    request = inv.request
-    if request is not None and type(request).__module__ != "pyfunc._request":  # Flask's: its headers
-        return request.headers
+    request's (werkzeug's ``EnvironHeaders`` API without importing werkzeug, ~60 ms at start).
+
+    ``Headers`` is imported here, when the handler is bound at start, not on a first request:
+    workers importing a submodule for the first time all at once raced on CI's Python 3.9
+    (500s on the first concurrent requests of a fresh server).
+    """
     from ._request import Headers
 
-    return Headers(inv.environ)
+    def get_headers(inv: Invocation) -> Any:
+        request = inv.request
+        if request is not None and type(request).__module__ != "pyfunc._request":  # Flask's: its headers
+            return request.headers
+        return Headers(inv.environ)
+
+    return get_headers
 
 
 def _from_event(convert: Callable[[Event], Any]) -> Getter:
@@ -258,7 +266,7 @@ def _getter_for(name: str, annotation: Any) -> tuple[Optional[Getter], str, bool
         what = f"JSON body as {_type_name(annotation)}" if convert else "request body (bytes)"
         return (_typed(_get_body, convert) if convert else _get_body), what, False
     if name == "headers":
-        return _get_headers, "request headers", False
+        return _headers_getter(), "request headers", False
     if _is_flask_request(annotation):
         return _get_request, "the flask.Request", False
     convert = converter_for_event_type(annotation)
