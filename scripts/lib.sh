@@ -17,17 +17,24 @@ step() { printf '==> %s\n' "$*"; }
 note() { printf '    %s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
-# py_tool NAME VERSION: a PyPI tool in its own venv under $TOOLS/py (installed once), path of its bin/.
-# With scripts/locks/NAME.lock (hashed, made by scripts/lock.sh) its dependencies are pinned too, so
-# a release upstream cannot change what CI runs.
+# py_tool NAME VERSION: a PyPI tool in its own venv under $TOOLS/py, path of its bin/. The venv is
+# made with the machine's python3, whose bundled pip may be too old for the lock (pip 23.2 does not
+# match `cachecontrol[filecache]>=…` to a hashed `cachecontrol==…` line): so its pip is first brought
+# to scripts/locks/pip.lock, then the tool installs from scripts/locks/NAME.lock (hashed, made by
+# scripts/lock.sh). A stamp of both locks marks a finished install: a changed lock, or an install
+# that failed halfway, makes a new venv, and a failed install stops the caller with pip's reason.
 py_tool() {
-  local dir="$TOOLS/py/$1-$2" lock="$REPO/scripts/locks/$1.lock"
-  local spec=("$1==$2")
-  [ -f "$lock" ] && spec=(--require-hashes -r "$lock")
-  if [ ! -x "$dir/bin/$1" ]; then
-    step "Installing $1==$2 (PyPI) into $dir" >&2
-    rm -rf "$dir"; python3 -m venv "$dir"
-    "$dir/bin/python" -m pip install -q --disable-pip-version-check "${spec[@]}" >&2
+  local dir="$TOOLS/py/$1-$2" lock="$REPO/scripts/locks/$1.lock" pins="$REPO/scripts/locks/pip.lock" stamp
+  [ -f "$lock" ] || die "py_tool $1: no lock $lock (scripts/lock.sh writes it)"
+  stamp="$(cat "$pins" "$lock" | sha256sum | cut -c1-16)"
+  if [ "$(cat "$dir/.pyfunc-lock" 2>/dev/null)" != "$stamp" ] || [ ! -x "$dir/bin/$1" ]; then
+    step "Installing $1==$2 (PyPI, from scripts/locks/$1.lock) into $dir" >&2
+    rm -rf "$dir"
+    python3 -m venv "$dir" >&2 &&
+      "$dir/bin/python" -m pip install -q --disable-pip-version-check --require-hashes -r "$pins" >&2 &&
+      "$dir/bin/python" -m pip install -q --disable-pip-version-check --require-hashes -r "$lock" >&2 &&
+      [ -x "$dir/bin/$1" ] || { rm -rf "$dir"; die "installing $1 from scripts/locks/$1.lock failed (see above)"; }
+    echo "$stamp" >"$dir/.pyfunc-lock"
   fi
   echo "$dir/bin"
 }

@@ -10,7 +10,9 @@
 #   scripts/locks/waitress-floor.lock  the oldest waitress pyproject allows (scripts/test-waitress-floor.sh)
 #   scripts/locks/sdk2.lock    cloudevents 2.x over test.lock (scripts/test-sdk2.sh; 2.x needs Python >= 3.10)
 #   scripts/locks/pip-audit.lock  the auditor's own dependencies (scripts/audit.sh)
-#     (both universal: any Python pyproject allows, any platform)
+#   scripts/locks/uv.lock, pip.lock  uv itself, and the pip every tool venv is brought to first
+#     (lib.sh's py_tool: the machine's own pip may be too old to install a lock)
+#     (all universal: any Python pyproject allows, any platform)
 # Needs PyPI. Run it after changing a dependency, or as the deliberate step that takes upstream
 # releases and fixes: UPGRADE=1 scripts/lock.sh, then review the diff and run scripts/test.sh.
 set -euo pipefail
@@ -44,4 +46,9 @@ step "uv pip compile pip-audit==$PIP_AUDIT_VERSION -> scripts/locks/pip-audit.lo
 # pip-audit itself needs Python >= 3.10 (the hosts run 3.11).
 echo "pip-audit==$PIP_AUDIT_VERSION" | "$uv" pip compile --quiet --generate-hashes --universal \
   --python-version 3.10 --custom-compile-command "scripts/lock.sh" -o scripts/locks/pip-audit.lock - ${UPGRADE:+--upgrade}
+for pin in "uv==$UV_VERSION:scripts/locks/uv.lock" "pip==$PIP_VERSION:scripts/locks/pip.lock"; do
+  step "uv pip compile ${pin%%:*} -> ${pin##*:}"
+  echo "${pin%%:*}" | "$uv" pip compile --quiet --generate-hashes "${universal[@]}" \
+    --custom-compile-command "scripts/lock.sh" -o "${pin##*:}" -
+done
 step "Locks written (UPGRADE=1 scripts/lock.sh takes the newest allowed versions)"
