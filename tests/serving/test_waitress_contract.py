@@ -168,9 +168,13 @@ ASYNC_ECHO = "import asyncio\n\nasync def handler(body):\n    await asyncio.slee
 
 
 def test_an_async_request_is_parked_and_resumed_on_a_live_server(tmp_path: Path) -> None:
-    """The deferral on a real server: the handler runs while no worker serves its channel."""
+    """The deferral on a real server: the handler runs while no worker serves its channel.
+
+    The handlers wait for a gate the test opens only once all 20 requests are parked, so a slow start
+    of the clients (a busy machine) cannot let early requests finish before the last ones arrive."""
     (tmp_path / "handler.py").write_text(
-        "import asyncio, threading\n\nasync def handler(body):\n    await asyncio.sleep(0.3)\n"
+        "import asyncio, pathlib, threading\nGATE = pathlib.Path(__file__).parent / 'gate'\n\n"
+        "async def handler(body):\n    while not GATE.exists():\n        await asyncio.sleep(0.01)\n"
         "    return str(threading.active_count())\n")
     config = Config(directory=str(tmp_path), port=free_port(), host="127.0.0.1", threads=2)
     server = Server(build_app(config), config)
@@ -179,18 +183,22 @@ def test_an_async_request_is_parked_and_resumed_on_a_live_server(tmp_path: Path)
     try:
         answers: list[bytes] = []
         clients = [threading.Thread(target=lambda: answers.append(
-            requests.post(f"http://127.0.0.1:{server.port}", data=b"x", timeout=10).content)) for _ in range(20)]
+            requests.post(f"http://127.0.0.1:{server.port}", data=b"x", timeout=60).content)) for _ in range(20)]
         for client in clients:
             client.start()
-        time.sleep(0.15)
+        parked: list[Any] = []
+        deadline = time.monotonic() + 30
+        while len(parked) < 20 and time.monotonic() < deadline:
+            time.sleep(0.02)
+            parked = [channel for channel in list(server.waitress.active_channels.values()) if channel.pyfunc_work]
+        assert len(parked) == 20
         dispatcher = server.waitress.task_dispatcher
         with dispatcher.lock:
             assert dispatcher.active_count == 0 and not dispatcher.queue, "a worker waits for an await"
-        parked = [channel for channel in server.waitress.active_channels.values() if channel.pyfunc_work]
-        assert len(parked) == 20
         assert all(len(channel.requests) == 1 for channel in parked)
+        (tmp_path / "gate").touch()
         for client in clients:
-            client.join(10)
+            client.join(60)
         assert len(answers) == 20
     finally:
         _stop(server, thread)
