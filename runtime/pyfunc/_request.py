@@ -25,6 +25,8 @@ import re
 from functools import cached_property
 from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
+from ._failures import answers_itself
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (ms of a cold start)
 if TYPE_CHECKING:
     from typing import Any, Callable, Iterable, Iterator, Optional
@@ -45,6 +47,15 @@ class BadRequestKeyError(KeyError):
 
     def __str__(self) -> str:
         return f"400 Bad Request: {self.description}"
+
+    def get_response(self) -> Any:
+        """werkzeug's 400 page for it, as werkzeug's ``BadRequestKeyError`` answers (werkzeug imported now)."""
+        from werkzeug.exceptions import BadRequestKeyError as WerkzeugBadRequestKeyError
+
+        return WerkzeugBadRequestKeyError(self.args[0] if self.args else None).get_response()
+
+
+answers_itself(BadRequestKeyError)  # the app answers it with get_response(), as werkzeug's own
 
 
 def _immutable(self: Any, *args: Any, **kwargs: Any) -> Any:

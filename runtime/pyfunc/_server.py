@@ -21,7 +21,7 @@ import time
 
 from . import _logs as logs
 from . import _waitress
-from ._app import FunctionApp, awaited
+from ._app import FunctionApp
 from ._binding import compile_binder
 from ._config import Config
 from ._discovery import LoadedFunction, load_function
@@ -63,6 +63,8 @@ def _settle(result: Any) -> None:
     """Run an ``async def`` hook's result to completion (hooks run outside the request loop)."""
     if inspect.isawaitable(result):
         import asyncio
+
+        from ._async import awaited
 
         asyncio.run(awaited(result))
 
@@ -124,7 +126,7 @@ class Server:
                 self.loop.before_wait.append(flush_access_lines)
         _waitress.install_refusals(self.waitress, answerer(getattr(app, "access_log", config.access_log)))
         if getattr(app, "is_async", False) and _waitress.install_deferral(self.waitress):
-            app.enable_deferral()
+            app.enable_deferral(_waitress.StreamSink)
         if config.receive_timeout:
             _waitress.enforce_receive_deadline(self.waitress, config.receive_timeout)
 

@@ -90,9 +90,13 @@ from waitress.server import BaseWSGIServer
 from waitress.task import ErrorTask, ThreadedTaskDispatcher, WSGITask
 from waitress.utilities import RequestEntityTooLarge, build_http_date
 
+from ._deferred import Deferred
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (ms of a cold start)
 if TYPE_CHECKING:
     from typing import Any, Callable, NamedTuple, Optional, Protocol, TypeVar
+
+    from ._deferred import DeferredWork
 else:
     Protocol = object  # the Protocols below are for the type checker: plain classes at run time
 
@@ -685,33 +689,6 @@ def close_everything(server: Any) -> None:
 #
 # While the request is parked the connection stays readable, so a client that hangs up is seen
 # at once (EOF or a reset reaches handle_close) and the work is cancelled.
-
-
-class DeferredWork(Protocol):
-    """What the app hands the channel in :class:`Deferred` (app.AsyncInvocation)."""
-
-    environ: dict[str, Any]
-
-    def start(self, wake: Callable[[], None]) -> None:
-        """Begin; call ``wake()`` once, from any thread, when the request can be answered."""
-
-    def cancel(self) -> None:
-        """The client went away: stop the work (any thread; idempotent; also after it finished)."""
-
-    def abandon(self) -> None:
-        """Finished, but there is nobody to answer: release what the request holds."""
-
-
-class Deferred(BaseException):  # noqa: N818 - a signal, not an error
-    """Raised by the app inside a waitress task: "answer this request later, release the worker".
-
-    A BaseException and not an Exception, so that waitress's ``channel.service`` (which turns an
-    Exception into a 500) lets it through before writing anything or popping the request.
-    """
-
-    def __init__(self, work: DeferredWork) -> None:
-        super().__init__()
-        self.work = work
 
 
 # Response header name as the app gave it -> as waitress sends it ("content-type" -> "Content-Type").

@@ -122,7 +122,7 @@ def _normal(value: Any) -> Any:
 
 def _outcome(op: Callable[[Any], Any], request: Any) -> Any:
     """What ``op(request)`` gives: its value, or what it raised and pyfunc's HTTP answer to that."""
-    from pyfunc._app import _http_exception_response
+    from pyfunc._failures import http_exception_response as _http_exception_response
 
     try:
         return "ok", _normal(op(request))
