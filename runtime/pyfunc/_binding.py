@@ -300,7 +300,7 @@ def compile_binder(function: Callable[..., Any], file: Optional[str] = None) -> 
                     f"bound: give it one of the names {', '.join(KNOWN_NAMES)}, annotate it with "
                     f"flask.Request or a cloudevents event type, or give it a default",
                     file,
-                    _line_of(function),
+                    _first_line_of(function),
                 )
             if param.kind == param.POSITIONAL_ONLY:
                 pending_positional.append(_default(param.default))
@@ -338,6 +338,6 @@ def _module_uses_flask(function: Callable[..., Any]) -> bool:
     )
 
 
-def _line_of(function: Callable[..., Any]) -> Optional[int]:
+def _first_line_of(function: Callable[..., Any]) -> Optional[int]:
     code = getattr(inspect.unwrap(function), "__code__", None)
     return code.co_firstlineno if code else None
