@@ -175,12 +175,15 @@ def decode_header_value(raw: str) -> str:
         ) from None
 
 
-def encode_header_value(value: Any) -> str:
-    """binding §3.1.3.2: percent-encode the canonical string form (upper-case hex, UTF-8)."""
-    text = canonical_string(value)
+def encode_header_value(value: Any, plain_only: bool = False) -> Optional[str]:
+    """binding §3.1.3.2: percent-encode the canonical string form (upper-case hex, UTF-8).
+
+    With ``plain_only``, None instead of a value that would be percent-encoded (see
+    :func:`encode_binary_plain`)."""
+    text = value if type(value) is str else canonical_string(value)
     if not _NEEDS_PERCENT.search(text):
         return text
-    return _percent_encoded(text)
+    return None if plain_only else _percent_encoded(text)
 
 
 def _percent_encoded(text: str) -> str:
@@ -588,11 +591,9 @@ def _encode_binary(attributes: dict[str, Any], data: Any,
     for name, value in attributes.items():
         if name == "datacontenttype":
             continue
-        text = value if type(value) is str else canonical_string(value)
-        if _NEEDS_PERCENT.search(text):
-            if plain_only:
-                return None
-            text = _percent_encoded(text)
+        text = encode_header_value(value, plain_only)
+        if text is None:
+            return None
         headers.append(("ce-" + name, text))
     content_type = attributes.get("datacontenttype")
     body, content_type = _data_bytes(data, content_type)

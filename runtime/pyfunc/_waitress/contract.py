@@ -1,7 +1,7 @@
 """The contract: every waitress internal pyfunc relies on, checked at start-up.
 
 waitress's public API (``create_server``, adjustments, ``run()``) cannot do what pyfunc needs:
-an epoll loop (eventloop.py), a drain that finishes in-flight requests, a receive deadline, and
+an epoll loop (_eventloop.py), a drain that finishes in-flight requests, a receive deadline, and
 413/431 refusals written as problem+json with an access line. So the pyfunc._waitress package
 reaches inside waitress, and nothing else in pyfunc does; this module says what it relies on.
 
@@ -17,7 +17,7 @@ when any of this stops being true. Relied on, and why:
 - ``server.readable()`` runs ``server.maintenance(now)`` every ``cleanup_interval``: wrapped to
   re-read every connection after it (it may close any) and to apply the receive deadline.
 - Workers call ``server.pull_trigger()`` after every change to a connection: wrapped to note
-  which connection changed (see eventloop.py).
+  which connection changed (see _eventloop.py).
 - ``server.channel_class(server, sock, addr, adj, map=)`` builds a connection: pyfunc installs
   a subclass of ``HTTPChannel`` that overrides ``service``, ``del_channel``, ``received`` and
   sets ``error_task_class`` / ``parser_class``.
@@ -30,7 +30,7 @@ when any of this stops being true. Relied on, and why:
   ``command``, ``path``, ``headers``, ``header_plus``, ``chunked``, ``body_rcv``; a
   ``ChunkedReceiver`` has ``buf``, ``chunk_remainder`` and ``error``.
 - Quick heads (about 15 % of a small request's instructions): ``HTTPRequestParser.parse_header``
-  leaves the state :meth:`_LimitedParser._parse_usual_header` recreates for a usual head, with
+  leaves the state :meth:`heads.QuickParser._parse_usual_header` recreates for a usual head, with
   ``crack_first_line``, ``split_uri``, ``FixedStreamReceiver`` and ``OverflowableBuffer``; and
   ``Task.build_response_header`` builds the head :meth:`QuickTask.build_response_header` builds
   (``has_body``, ``set_close_on_finish``, ``build_http_date``, ``adj.ident``).
