@@ -19,6 +19,7 @@ import time
 
 from . import _codec as codec
 from . import _logs as logs
+from . import _request
 from ._binding import Binder, compile_binder
 from ._config import Config
 from ._deferred import RESUMED, Deferred
@@ -94,18 +95,8 @@ class FunctionApp:
             dedup = _dedup.from_config(config, loaded.qualname, observer.dedup_error)
             if dedup is not None:
                 self.invoker = _dedup.Deduplicated(invoker, dedup, observer)
-        self._flask_app: Any = None
-        self._request_class: Any = None
-        if binder.needs_flask_context:
-            _ = self.flask_app  # built now, not on the first request
-        elif binder.needs_flask_request:
-            from flask import Request
-
-            self._request_class = Request
-        elif binder.needs_request:  # an unannotated req: flask.Request's API, Flask only if reached
-            from ._request import Request as LightRequest
-
-            self._request_class = LightRequest
+        # The request handlers get (none, pyfunc's light one, Flask's, or a Flask context), chosen now.
+        self.requests = _request.for_binder(binder)
 
     def _iterate(self, iterator: Any) -> Any:
         return self.invoker.iterate(iterator)
@@ -257,33 +248,24 @@ class FunctionApp:
             self.observer.rejected()  # counted, though nothing was invoked
             return problem(429, "too-many-requests",
                            f"more than {self.config.max_concurrency} invocations in progress")
-        observer: Optional[Observer] = self.observer
-        observer.entered()  # type: ignore[union-attr]
+        observer, counted = self.observer, True
+        observer.entered()
+        invoke, defer = self.invoker.invoke, None
+        if self.defers:
+            def defer(prepared: Prepared, calls: list[Call]) -> None:
+                self._defer(prepared, calls, fields, started)  # raises Deferred
         try:
-            if self.binder.needs_flask_context:
-                with self.flask_app.request_context(environ) as ctx:
-                    return self.invoker.invoke(environ, self._body(environ, ctx.request), ctx.request, fields)
-            request = self._request_class(environ) if self._request_class is not None else None
-            defer = (lambda prepared, calls: self._defer(prepared, calls, fields, started)) if self.defers else None
-            return self.invoker.invoke(environ, self._body(environ, request), request, fields, defer)
+            return self.requests.serve(environ, lambda request, body: invoke(environ, body, request, fields, defer))
         except Deferred as deferred:
             work: Any = deferred.work
             work.slots, slots = slots, None  # the slot is the invocation's until it is answered
-            work.observer, observer = observer, None  # and so is its place in the in-flight count
+            work.observer, counted = observer, False  # and so is its place in the in-flight count
             raise
         finally:
-            if observer is not None:
+            if counted:
                 observer.left()
             if slots is not None:
                 slots.release()
-
-    def _body(self, environ: Environ, request: Any) -> bytes:
-        if not (self.binder.needs_event or self.binder.needs_body):
-            return b""
-        if request is not None:
-            body: bytes = request.get_data(cache=True)
-            return body
-        return _read_body(environ)
 
     def _defer(self, prepared: Prepared, calls: list[Call], fields: dict[str, Any], started: float) -> None:
         """Hand the calls to the event loop: raise Deferred (the server parks the request)."""
@@ -301,15 +283,6 @@ class FunctionApp:
             finally:
                 logs.request_fields.reset(token)
 
-    @property
-    def flask_app(self) -> Any:
-        if self._flask_app is None:
-            import flask
-
-            self._flask_app = flask.Flask("pyfunc")
-            self._flask_app.config["MAX_CONTENT_LENGTH"] = None
-        return self._flask_app
-
 
 def default_source(loaded: LoadedFunction) -> str:
     """A reply's ``source`` when the handler gives none: the Knative service, else the function."""
@@ -318,19 +291,6 @@ def default_source(loaded: LoadedFunction) -> str:
         revision = os.environ.get("K_REVISION")
         return f"/apis/serving.knative.dev/v1/services/{service}" + (f"/revisions/{revision}" if revision else "")
     return f"/pyfunc/{loaded.qualname}"
-
-
-def _read_body(environ: Environ) -> bytes:
-    stream = environ.get("wsgi.input")
-    length = environ.get("CONTENT_LENGTH")
-    if stream is None or not length:
-        # waitress de-chunks a chunked body and sets CONTENT_LENGTH; anything else has no body.
-        return b""
-    try:
-        data: bytes = stream.read(int(length))
-        return data
-    except ValueError:
-        return b""
 
 
 def _health_response(ok: bool, message: str) -> Response:

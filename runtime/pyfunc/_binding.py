@@ -19,7 +19,7 @@ annotated ``flask.Request``     ``flask.Request``                           no
 annotated with an SDK event     that SDK event type (1.x or 2.x)            yes
 =============================== =========================================== =================
 
-An unannotated ``req``/``request`` gets :class:`pyfunc._request.Request`: ``flask.Request``'s
+An unannotated ``req``/``request`` gets :class:`pyfunc._request.light.Request`: ``flask.Request``'s
 common read API (``args``, ``headers``, ``get_json``, ``path``, …) without importing Flask, the
 rest delegated to a real ``flask.Request`` built on first use. It is not a ``flask.Request``
 (``isinstance`` is False): annotate ``req: flask.Request`` for the real one. When any parameter
@@ -180,11 +180,12 @@ def _headers_getter() -> Getter:
     workers importing a submodule for the first time all at once raced on CI's Python 3.9
     (500s on the first concurrent requests of a fresh server).
     """
-    from ._request import Headers
+    from ._request.light import Headers
+    from ._request.light import Request as LightRequest
 
     def get_headers(inv: Invocation) -> Any:
         request = inv.request
-        if request is not None and type(request).__module__ != "pyfunc._request":  # Flask's: its headers
+        if request is not None and not isinstance(request, LightRequest):  # Flask's: its headers
             return request.headers
         return Headers(inv.environ)
 

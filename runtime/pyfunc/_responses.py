@@ -150,8 +150,10 @@ def http_response(result: Any, iterate_async: Optional[Callable[[Any], Iterable[
 
 
 def _is_headers(value: Any) -> bool:
-    """A werkzeug ``Headers`` (or ``EnvironHeaders``, or the light request's), told apart without importing werkzeug."""
-    return type(value).__module__.startswith(("werkzeug", "pyfunc._request")) and hasattr(value, "getlist")
+    """A werkzeug ``Headers`` (or ``EnvironHeaders``), or the light request's, told apart without importing werkzeug."""
+    if getattr(type(value), "light_headers", False):  # pyfunc._request.light.Headers
+        return True
+    return type(value).__module__.startswith("werkzeug") and hasattr(value, "getlist")
 
 
 def _body_response(result: Any, iterate_async: Optional[Callable[[Any], Iterable[Any]]] = None) -> Any:
