@@ -41,6 +41,8 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (ms of a 
 if TYPE_CHECKING:
     from typing import Any, Callable, Optional
 
+    from ._types import Environ
+
 EVENT_NAMES = ("event",)
 DATA_NAMES = ("data", "payload")
 HTTP_NAMES = ("req", "request", "body", "headers")
@@ -52,7 +54,7 @@ class Invocation:
 
     __slots__ = ("environ", "body", "event", "request")
 
-    def __init__(self, environ: dict[str, Any], body: bytes, event: Optional[Event], request: Any) -> None:
+    def __init__(self, environ: Environ, body: bytes, event: Optional[Event], request: Any) -> None:
         self.environ = environ
         self.body = body
         self.event = event

@@ -24,6 +24,8 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (ms of a 
 if TYPE_CHECKING:
     from typing import Any, Callable, Iterable, Optional
 
+    from ._types import Environ
+
 STRUCTURED = "structured"
 BINARY = "binary"
 BATCH = "batch"
@@ -320,7 +322,7 @@ class _HeaderNames(dict[str, str]):
 _CE_HEADER_NAMES = _HeaderNames()
 
 
-def decode_binary(environ: dict[str, Any], body: bytes) -> Event:
+def decode_binary(environ: Environ, body: bytes) -> Event:
     """binding §3.1: attributes from ``ce-`` headers, data is the body, Content-Type is datacontenttype."""
     # WSGI spells header "ce-foo" as HTTP_CE_FOO; "-" and "_" both become "_", so an
     # underscore here was a dash on the wire and attribute names never contain either.
@@ -436,7 +438,7 @@ def decode_batch(body: bytes) -> list[Event]:
     return events
 
 
-def decode_request(environ: dict[str, Any], body: bytes) -> tuple[str, list[Event]]:
+def decode_request(environ: Environ, body: bytes) -> tuple[str, list[Event]]:
     """Decode any of the three content modes; returns ``(mode, events)``."""
     content_type = environ.get("CONTENT_TYPE")
     mode = content_mode(content_type)

@@ -36,7 +36,10 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from typing import Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+
+if TYPE_CHECKING:
+    from ._types import Environ
 
 logger = logging.getLogger("pyfunc")
 
@@ -447,7 +450,7 @@ class Deduplicated:
         self.call = inner.call
         self.acall_each = inner.acall_each
 
-    def prepare(self, environ: dict[str, Any], body: bytes, request: Any, fields: dict[str, Any]) -> Any:
+    def prepare(self, environ: Environ, body: bytes, request: Any, fields: dict[str, Any]) -> Any:
         prepared = self.inner.prepare(environ, body, request, fields)
         if prepared.mode is None:
             return prepared  # an HTTP request: no event to remember
@@ -477,7 +480,7 @@ class Deduplicated:
             if claim is not None:
                 claim.release()
 
-    def invoke(self, environ: dict[str, Any], body: bytes, request: Any, fields: dict[str, Any],
+    def invoke(self, environ: Environ, body: bytes, request: Any, fields: dict[str, Any],
                defer: Optional[Callable[[Any, list[Any]], None]] = None) -> Any:
         """The inner invoker's steps 1-3, with this one's prepare and conclude (_invocation.invoke)."""
         from ._invocation import invoke

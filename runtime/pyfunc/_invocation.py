@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from ._codec import Event
     from ._failures import Failures
     from ._replies import Replies
+    from ._tracing import Tracing
     from ._types import Environ
 
     # (ok, the call's result or the exception it raised, seconds it took)
@@ -160,10 +161,10 @@ class Invoker:
         """An async iterator a handler returned, as a streamed body (see AsyncRunner.iterate)."""
         return self.runner().iterate(iterator)
 
-    def trace(self, tracing: Any) -> None:
+    def trace(self, tracing: Tracing) -> None:
         """Wrap each call in an OpenTelemetry span (_tracing.Tracing)."""
         self._call = tracing.wrap(self._call)  # type: ignore[method-assign]
-        self._acall = tracing.wrap_async(self._acall)  # type: ignore[method-assign]
+        self._acall = tracing.wrap_async(self._acall)  # type: ignore[method-assign, assignment]
 
     # ------------------------------------------------------------------ 1. prepare
 
@@ -314,7 +315,7 @@ if TYPE_CHECKING:
 
         def iterate(self, iterator: Any) -> Any: ...
 
-        def trace(self, tracing: Any) -> None: ...
+        def trace(self, tracing: Tracing) -> None: ...
 
         def prepare(self, environ: Environ, body: bytes, request: Any, fields: dict[str, Any]) -> Prepared: ...
 

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
     Body = Union[bytes, Iterable[bytes]]
 
+    from ._types import Environ, StartResponse
+
 Headers = list[tuple[str, str]]
 
 STATUS_LINES = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
@@ -195,7 +197,7 @@ class WsgiReply:
         self.headers: Headers = []
         self.status_code = 0  # the status it answered with, for the access log
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         started = False
 
         def start(status: str, headers: Headers, exc_info: Any = None) -> Any:

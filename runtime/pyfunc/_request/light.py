@@ -38,6 +38,8 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (ms of a 
 if TYPE_CHECKING:
     from typing import Any, Callable, Iterable, Iterator, Optional
 
+    from .._types import Environ
+
 _MISSING: Any = object()
 _FORM_MIMETYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 
@@ -179,7 +181,7 @@ class Headers:
 
     __slots__ = ("environ",)
 
-    def __init__(self, environ: dict[str, Any]) -> None:
+    def __init__(self, environ: Environ) -> None:
         self.environ = environ
 
     def _get_key(self, key: str) -> str:
@@ -287,7 +289,7 @@ class Request:
     trusted_hosts: Optional[list[str]] = None
     max_content_length: Optional[int] = None
 
-    def __init__(self, environ: dict[str, Any]) -> None:
+    def __init__(self, environ: Environ) -> None:
         self.environ = environ
         self._flask: Any = None  # the real flask.Request, once something needs it
         self._cached_data: Optional[bytes] = None
