@@ -255,7 +255,7 @@ class FunctionApp:
             def defer(prepared: Prepared, calls: list[Call]) -> None:
                 self._defer(prepared, calls, fields, started)  # raises Deferred
         try:
-            return self.requests.serve(environ, lambda request, body: invoke(environ, body, request, fields, defer))
+            return self.requests.serve(environ, invoke, fields, defer)
         except Deferred as deferred:
             work: Any = deferred.work
             work.slots, slots = slots, None  # the slot is the invocation's until it is answered

@@ -245,7 +245,8 @@ class Invoker:
 
     def conclude(self, prepared: Prepared, results: list[Result]) -> Any:
         """The response to a prepared request whose runnable calls gave ``results``, in order."""
-        return self.assemble(prepared, self.respond(prepared, results))
+        responses = self.respond(prepared, results)
+        return responses[0] if prepared.mode != BATCH else self.assemble(prepared, responses)
 
     def respond(self, prepared: Prepared, results: list[Result]) -> list[Any]:
         """Each event's response (one for an HTTP request), each call counted."""
