@@ -29,8 +29,8 @@ import requests
 from pyfunc import _eventloop as eventloop
 from pyfunc import _waitress
 from pyfunc._config import Config
-from pyfunc._server import Server, build_app, free_port
-from support import wait_until_up
+from pyfunc._server import Server, build_app
+from support import free_port, pool_size, socket_map, wait_until_up
 
 ECHO = "def handler(body):\n    return body\n"
 
@@ -76,7 +76,7 @@ def test_every_internal_of_deferral_and_the_elastic_pool_is_there(in_process: Se
     assert _waitress.deferral_contract_problems(in_process.waitress) == []
     assert _waitress.pool_contract_problems() == []
     assert isinstance(in_process.waitress.task_dispatcher, _waitress.ElasticDispatcher)
-    assert _waitress.pool_size(in_process.waitress) == 2  # the core (threads=2) is started at once
+    assert pool_size(in_process.waitress) == 2  # the core (threads=2) is started at once
 
 
 class _Task:
@@ -254,7 +254,7 @@ def test_a_live_connection_has_the_state_the_drain_reads(in_process: Server) -> 
             assert missing == []
             assert isinstance(channel.requests, list) and channel.request is None
             assert channel.last_activity == channel.creation_time  # nothing sent yet: the drain's test
-            assert _waitress.socket_map(in_process.waitress).get(_waitress.fileno(channel)) is channel
+            assert socket_map(in_process.waitress).get(_waitress.fileno(channel)) is channel
             sock.sendall(b"GET /health/liveness HTTP/1.1\r\nHost: x\r\n\r\n")
             assert sock.recv(100).startswith(b"HTTP/1.1 200")
     finally:
@@ -284,7 +284,7 @@ def test_run_turns_the_installed_loop_and_it_dispatches_the_requests(
     wake = in_process.waitress.pull_trigger  # the adapter's: notes the connection, then wakes
 
     def counted_wake() -> None:
-        if getattr(_waitress._serving, "channel", None) is not None:
+        if getattr(_waitress.loop.serving, "channel", None) is not None:
             counts["notes"] += 1  # a worker's wake-up, about the connection it serves
         wake()
 
