@@ -18,14 +18,14 @@
 # the system containerd Docker uses is never touched); CoreDNS, Traefik (the KIngress) and Knative
 # Serving + Eventing (in-memory channel, MT channel-based broker) as pods from images made here
 # (static binaries FROM scratch) and imported into that containerd.
-# Network: the node address is on a dummy interface made here, pods on a bridge made here, services
+# Network: the node address is on an interface made here (an empty bridge), pods on a bridge made here, services
 # virtual (kube-proxy's iptables); nothing is routed off the machine (pods get no default route and
 # no masquerading) and CoreDNS answers for cluster.local only, forwarding nothing.
 # Host effects undone by `down`: iptables chains (KUBE-*, CNI-*), the bridge and dummy interface,
 # mounts (the kubelet's root bind-mount, pod volumes, network namespaces), the kubelet's cgroups,
 # sysctls (kept from changing in the first place: protectKernelDefaults, kube-proxy flags).
 set -euo pipefail
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 CL="$CACHE/cluster"; BIN="$CL/bin"; STATE="$CL/state"; IMAGES="$CL/images"
 RUN=/run/pyfunc-cluster           # sockets: short paths
@@ -133,8 +133,10 @@ network() {
   fi
   [ -d /var/log/containers ] || { mkdir -p /var/log/containers; touch "$CL/made-var-log-containers"; }
   ip link show "$NODE_IF" >/dev/null 2>&1 || {
-    ip link add "$NODE_IF" type dummy && ip addr add "$NODE_IP/32" dev "$NODE_IF" && ip link set "$NODE_IF" up
-  } || fail "making the node interface $NODE_IF ($NODE_IP) failed (needs root and the dummy module)"
+    # A bridge with no ports, not a dummy interface: this kernel may have no dummy driver, and an
+    # empty bridge is as good a home for a local address that nothing outside can reach.
+    ip link add "$NODE_IF" type bridge && ip addr add "$NODE_IP/32" dev "$NODE_IF" && ip link set "$NODE_IF" up
+  } || fail "making the node interface $NODE_IF ($NODE_IP) failed (needs root and the bridge driver)"
   # Pods talk to each other and to services through the bridge: the kernel must forward and
   # bridged traffic must see iptables (kube-proxy's service rules). Docker already sets both.
   [ "$(cat /proc/sys/net/ipv4/ip_forward)" = 1 ] || sysctl -qw net.ipv4.ip_forward=1
@@ -581,6 +583,7 @@ up() {
   step "Waiting until everything is Ready"
   wait_ready
   date -u +%FT%TZ >"$RUN/up.done"
+  echo "$((SECONDS - t0))" >"$STATE/up-seconds"  # the cluster e2e records it
   note "cluster up in $((SECONDS - t0)) s; eval \"\$(scripts/cluster.sh env)\""
 }
 
@@ -603,7 +606,7 @@ remove_chains() {  # every KUBE-* and CNI-* chain (and the rules that jump to th
     command -v "$ipt" >/dev/null || continue
     for table in filter nat mangle raw; do
       "$ipt" -t "$table" -S >/dev/null 2>&1 || continue
-      "$ipt" -t "$table" -S | grep -E -- '-j (KUBE|CNI)-' | sed 's/^-A /-D /' | while read -r rule; do
+      { "$ipt" -t "$table" -S | grep -E -- '-j (KUBE|CNI)-' || true; } | sed 's/^-A /-D /' | while read -r rule; do
         eval "$ipt -t $table $rule" 2>/dev/null || true
       done
       for chain in $("$ipt" -t "$table" -S | awk '$1 == "-N" && $2 ~ /^(KUBE|CNI)-/ {print $2}'); do
@@ -674,6 +677,7 @@ down() {
   note "cluster down"
 }
 
+main() {
 case "${1:-}" in
   up)
     mkdir -p "$CL"
@@ -688,6 +692,7 @@ case "${1:-}" in
   load)
     [ -n "${2:-}" ] || fail "usage: scripts/cluster.sh load IMAGE"
     alive containerd || fail "no cluster: scripts/cluster.sh up"
+    local image id base ref
     image="$2"
     id="$(docker image inspect -f '{{.Id}}' "$image" 2>/dev/null)" || fail "no docker image $image (docker images)"
     id="${id#sha256:}"
@@ -704,3 +709,7 @@ case "${1:-}" in
     echo "$ref" ;;
   *) echo "usage: scripts/cluster.sh up|env|load IMAGE|kubectl ARGS...|down" >&2; exit 2 ;;
 esac
+}
+
+# Sourced (a debugging shell), it only defines the functions.
+[ "${BASH_SOURCE[0]}" != "$0" ] || main "$@"

@@ -27,7 +27,7 @@ from cluster_e2e import (
     pyfunc_build,
     redis_image,
 )
-from pyfunc_e2e import PREFIX, REPO, sh
+from pyfunc_e2e import CACHE, PREFIX, REPO, sh
 
 sys.path.insert(0, str(REPO / "scripts"))
 from provenance import destination, stamp  # noqa: E402
@@ -109,6 +109,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # no
         return
     versions = dict(line.split("=", 1) for line in (REPO / "scripts" / "versions.env").read_text().splitlines()
                     if "=" in line and not line.startswith("#"))
+    up = CACHE / "cluster" / "state" / "up-seconds"  # scripts/cluster.sh up's last bring-up
+    if up.exists():
+        METRICS["bring_up_s"] = int(up.read_text())
     path = destination(RESULTS)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({**stamp(), "kubernetes": versions.get("K8S_VERSION"),
