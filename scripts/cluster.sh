@@ -498,7 +498,7 @@ knative() {
   [ -d "$net" ] && [ -d "$cach" ] || fail "knative.dev/networking or knative.dev/caching config/ not found in the module cache: run scripts/cluster-build.sh"
   # Serving without HPA objects (no metrics server) and eventing without the job sink (not built).
   find "$s/core" -name '*.yaml' ! -name '*-hpa.yaml' | sort >"$STATE/serving.files"
-  printf '%s\n' "$net/certificate.yaml" "$net/domain-claim.yaml" "$net/ingress.yaml" "$net/serverlessservice.yaml" \
+  printf '%s\n' "$net/config-network.yaml" "$net/certificate.yaml" "$net/domain-claim.yaml" "$net/ingress.yaml" "$net/serverlessservice.yaml" \
     "$cach/image.yaml" >>"$STATE/serving.files"
   python3 "$REPO/scripts/cluster_tools.py" manifests "$IMG" "v$KNATIVE_SERVING_VERSION" $(cat "$STATE/serving.files") >"$STATE/serving.yaml"
   # The test-friendly settings go in before the controllers start: the ingress class is stamped on each
@@ -533,14 +533,17 @@ metadata: {name: config-domain, namespace: knative-serving, labels: {app.kuberne
 data:
   example.com: ""
 EOF
-  # config-network etc. are also in the release files: ours must win, so drop theirs.
+  # config-network etc. are also in the release files: ours replace theirs.
   python3 - "$STATE/serving.yaml" <<'EOF'
 import sys, yaml
 path = sys.argv[1]
 docs = [d for d in yaml.safe_load_all(open(path)) if d]
-ours = {d["metadata"]["name"] for d in docs[-4:]}
-keep = [d for d in docs[:-4] if not (d.get("kind") == "ConfigMap" and d["metadata"]["name"] in ours)] + docs[-4:]
-open(path, "w").write(yaml.safe_dump_all(keep))
+ours = {d["metadata"]["name"]: d for d in docs[-4:]}
+# In place of Knative's own: before the webhook configurations that would validate them (and
+# fail while the webhook pod is not up yet).
+keep = [ours.get(d["metadata"]["name"], d) if d.get("kind") == "ConfigMap" else d for d in docs[:-4]]
+missing = [d for name, d in ours.items() if name not in {k["metadata"]["name"] for k in keep}]
+open(path, "w").write(yaml.safe_dump_all(keep + missing))
 EOF
   crds_then_rest serving "$STATE/serving.yaml"
   { find "$e/core" -name '*.yaml' ! -name 'job-sink.yaml' ! -name '*-hpa.yaml' ! -name 'jobsink.yaml'
