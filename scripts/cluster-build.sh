@@ -74,13 +74,18 @@ print(" ".join(out))
 
 # build NAME MOD VER PKG DIR [LDFLAGS]: go build DIR/PKG into bin/NAME unless fresh.
 build() {
-  local name="$1" mod="$2" ver="$3" pkg="$4" dir="$5" ldflags="${6:-}" start=$SECONDS
+  local name="$1" mod="$2" ver="$3" pkg="$4" dir="$5" ldflags="${6:-}" start=$SECONDS lock
   fresh "$name" "$mod" "$ver" "$pkg" && return 0
   if [ "$CHECK" = 1 ]; then STALE=1; return 0; fi
+  # One build of a binary at a time (two runs of this script, e.g. CI's background one and an
+  # `up`, wait for each other instead of building it twice).
+  exec {lock}>"$BIN/$name.lock"; flock "$lock"
+  if fresh "$name" "$mod" "$ver" "$pkg"; then exec {lock}>&-; return 0; fi
   step "Building $name ($mod@$ver ./$pkg)"
-  (cd "$dir" && "$GO" build -trimpath -ldflags "-s -w $ldflags" -o "$BIN/$name.tmp" "./$pkg") \
-    >"$CL/build-$name.log" 2>&1 || { tail -15 "$CL/build-$name.log" >&2; fail "building $name ($mod@$ver ./$pkg) failed: see $CL/build-$name.log"; }
-  mv "$BIN/$name.tmp" "$BIN/$name"; stamp "$name" "$mod" "$ver" "$pkg" >"$BIN/$name.stamp"
+  (cd "$dir" && "$GO" build -trimpath -ldflags "-s -w $ldflags" -o "$BIN/$name.tmp.$$" "./$pkg") \
+    >"$CL/build-$name.log" 2>&1 || { tail -15 "$CL/build-$name.log" >&2; rm -f "$BIN/$name.tmp.$$"; fail "building $name ($mod@$ver ./$pkg) failed: see $CL/build-$name.log"; }
+  mv "$BIN/$name.tmp.$$" "$BIN/$name"; stamp "$name" "$mod" "$ver" "$pkg" >"$BIN/$name.stamp"
+  exec {lock}>&-
   note "$name built in $((SECONDS - start)) s"
 }
 
@@ -159,13 +164,16 @@ SERVING_CMDS=(cmd/controller cmd/webhook cmd/activator cmd/autoscaler cmd/queue)
 EVENTING_CMDS=(cmd/controller cmd/webhook cmd/in_memory/channel_controller cmd/in_memory/channel_dispatcher
   cmd/mtchannel_broker cmd/broker/filter cmd/broker/ingress cmd/mtping)
 
+serving() { knative knative.dev/serving "v$KNATIVE_SERVING_VERSION" serving "${SERVING_CMDS[@]}"; }
+eventing() { knative knative.dev/eventing "v$KNATIVE_EVENTING_VERSION" eventing "${EVENTING_CMDS[@]}"; }
+
 START=$SECONDS
-pause
-etcd
-k8s
-coredns
-knative knative.dev/serving "v$KNATIVE_SERVING_VERSION" serving "${SERVING_CMDS[@]}"
-knative knative.dev/eventing "v$KNATIVE_EVENTING_VERSION" eventing "${EVENTING_CMDS[@]}"
-traefik
+# PYFUNC_CLUSTER_PARTS: some parts only, in that order (e.g. a second run building the rest).
+for part in ${PYFUNC_CLUSTER_PARTS:-pause etcd k8s coredns serving eventing traefik}; do
+  case "$part" in
+    pause|etcd|k8s|coredns|serving|eventing|traefik) "$part" ;;
+    *) fail "unknown part $part (PYFUNC_CLUSTER_PARTS): pause etcd k8s coredns serving eventing traefik" ;;
+  esac
+done
 if [ "$CHECK" = 1 ]; then exit "$STALE"; fi
 note "cluster binaries in $BIN ($((SECONDS - START)) s)"

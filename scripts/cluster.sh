@@ -496,7 +496,8 @@ knative() {
   net="$(cd "$CL/src/knative.dev_serving@v$KNATIVE_SERVING_VERSION" && GOFLAGS=-mod=mod go list -m -f '{{.Dir}}' knative.dev/networking)/config"
   cach="$(cd "$CL/src/knative.dev_serving@v$KNATIVE_SERVING_VERSION" && GOFLAGS=-mod=mod go list -m -f '{{.Dir}}' knative.dev/caching)/config"
   [ -d "$net" ] && [ -d "$cach" ] || fail "knative.dev/networking or knative.dev/caching config/ not found in the module cache: run scripts/cluster-build.sh"
-  # Serving without HPA objects (no metrics server) and eventing without the job sink (not built).
+  # Serving without HPA objects (no metrics server) and eventing without the job sink deployment
+  # (not built; its CRD stays: the eventing controller watches JobSinks).
   find "$s/core" -name '*.yaml' ! -name '*-hpa.yaml' | sort >"$STATE/serving.files"
   printf '%s\n' "$net/config-network.yaml" "$net/certificate.yaml" "$net/domain-claim.yaml" "$net/ingress.yaml" "$net/serverlessservice.yaml" \
     "$cach/image.yaml" >>"$STATE/serving.files"
@@ -546,7 +547,7 @@ missing = [d for name, d in ours.items() if name not in {k["metadata"]["name"] f
 open(path, "w").write(yaml.safe_dump_all(keep + missing))
 EOF
   crds_then_rest serving "$STATE/serving.yaml"
-  { find "$e/core" -name '*.yaml' ! -name 'job-sink.yaml' ! -name '*-hpa.yaml' ! -name 'jobsink.yaml'
+  { find "$e/core" -name '*.yaml' ! -name 'job-sink.yaml' ! -name '*-hpa.yaml'
     find "$e/channels/in-memory-channel" "$e/brokers/mt-channel-broker" -name '*.yaml'; } | sort >"$STATE/eventing.files"
   python3 "$REPO/scripts/cluster_tools.py" manifests "$IMG" "v$KNATIVE_EVENTING_VERSION" $(cat "$STATE/eventing.files") >"$STATE/eventing.yaml"
   crds_then_rest eventing "$STATE/eventing.yaml"
