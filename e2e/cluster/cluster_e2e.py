@@ -150,7 +150,12 @@ def pods(service_name: str, *, running_only: bool = True) -> list[dict]:
 
 
 def scaled_to_zero(service_name: str, timeout: float = 240) -> None:
-    wait(f"{service_name} scaled to zero", lambda: not pods(service_name, running_only=False), timeout=timeout, every=2)
+    """Every revision's Deployment scaled to 0 and no pod left that could serve (a terminating pod
+    still drains for up to 30 s, but takes no new request: the next one is a scale from zero)."""
+    def zero() -> bool:
+        deployments = kjson("get", "deployments", "-n", NAMESPACE, "-l", f"serving.knative.dev/service={service_name}")
+        return all(d["spec"].get("replicas") == 0 for d in deployments["items"]) and not pods(service_name)
+    wait(f"{service_name} scaled to zero", zero, timeout=timeout, every=2)
 
 
 def image_from_root(name: str, dockerfile: str, files: dict[str, Path]) -> str:
