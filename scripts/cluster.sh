@@ -100,7 +100,18 @@ check_ports() {
 }
 
 certs() {
-  [ -f "$PKI/admin.crt" ] && return 0
+  [ -f "$PKI/admin.crt" ] || make_certs
+  [ -f "$KUBECONFIG_FILE" ] && return 0
+  "$BIN/kubectl" config --kubeconfig "$KUBECONFIG_FILE.tmp" set-cluster pyfunc --server "https://$NODE_IP:6443" \
+    --certificate-authority "$PKI/ca.crt" --embed-certs >/dev/null
+  "$BIN/kubectl" config --kubeconfig "$KUBECONFIG_FILE.tmp" set-credentials admin --client-certificate "$PKI/admin.crt" \
+    --client-key "$PKI/admin.key" --embed-certs >/dev/null
+  "$BIN/kubectl" config --kubeconfig "$KUBECONFIG_FILE.tmp" set-context pyfunc --cluster pyfunc --user admin >/dev/null
+  "$BIN/kubectl" config --kubeconfig "$KUBECONFIG_FILE.tmp" use-context pyfunc >/dev/null
+  mv "$KUBECONFIG_FILE.tmp" "$KUBECONFIG_FILE"
+}
+
+make_certs() {
   mkdir -p "$PKI"; local d="$PKI"
   (
     cd "$d"
@@ -116,13 +127,7 @@ EOF
     openssl req -newkey rsa:2048 -nodes -keyout admin.key -out admin.csr -subj "/O=system:masters/CN=admin"
     openssl x509 -req -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out admin.crt -days 3650 -extfile client.ext
     openssl genrsa -out sa.key 2048 && openssl rsa -in sa.key -pubout -out sa.pub
-  ) >"$LOGS/pki.log" 2>&1 || fail "making the cluster's certificates with openssl failed: see $LOGS/pki.log"
-  "$BIN/kubectl" config --kubeconfig "$KUBECONFIG_FILE" set-cluster pyfunc --server "https://$NODE_IP:6443" \
-    --certificate-authority "$PKI/ca.crt" --embed-certs >/dev/null
-  "$BIN/kubectl" config --kubeconfig "$KUBECONFIG_FILE" set-credentials admin --client-certificate "$PKI/admin.crt" \
-    --client-key "$PKI/admin.key" --embed-certs >/dev/null
-  "$BIN/kubectl" config --kubeconfig "$KUBECONFIG_FILE" set-context pyfunc --cluster pyfunc --user admin >/dev/null
-  "$BIN/kubectl" config --kubeconfig "$KUBECONFIG_FILE" use-context pyfunc >/dev/null
+  ) >"$LOGS/pki.log" 2>&1 || { rm -f "$PKI/admin.crt"; fail "making the cluster's certificates with openssl failed: see $LOGS/pki.log"; }
 }
 
 network() {
