@@ -73,6 +73,9 @@ def funcpy_ref(cluster: dict, workdir: Path) -> str:
 def _function(name: str, workdir: Path) -> str:
     path = workdir / name
     shutil.copytree(FUNCTIONS / name, path)
+    if (path / "requirements.txt").exists():  # wheels from PyPI through the host's trust store
+        sh(sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "--no-deps",
+           "--only-binary=:all:", "-d", str(path / "vendor"), "-r", str(path / "requirements.txt"), timeout=300)
     return pyfunc_build(path, f"{PREFIX}/cluster-{name}")
 
 
