@@ -341,7 +341,9 @@ def cluster() -> str:
     rows = [("scale from zero → 200 through ingress + activator, **pyfunc** (median of 5)",
              f"{data['scale_from_zero_s.pyfunc']:.2f} s ({runs('scale_from_zero_s.pyfunc')})"),
             ("the same function on func-python 0.8.1, same manifest (median of 5)",
-             f"{data['scale_from_zero_s.func-python']:.2f} s ({runs('scale_from_zero_s.func-python')})"),
+             f"{data['scale_from_zero_s.func-python']:.2f} s ({runs('scale_from_zero_s.func-python')})"
+             + (f"; {data['scale_from_zero.func-python.failed_requests']} more cold request(s) failed"
+                if data.get("scale_from_zero.func-python.failed_requests") else "")),
             ("40 concurrent 3 s async requests, target 4",
              f"{data['autoscale.requests_ok']} answered, 0 failed, up to {data['autoscale.max_pods']} pods, "
              "then back to zero"),
