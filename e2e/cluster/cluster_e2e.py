@@ -14,6 +14,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -25,7 +26,8 @@ from pyfunc_e2e import ENV, PREFIX, REPO, sh
 CLUSTER = REPO / "scripts" / "cluster.sh"
 HERE = Path(__file__).resolve().parent
 FUNCTIONS = HERE / "functions"
-NAMESPACE = "pyfunc-e2e"
+# A namespace per session: the previous session's may still be terminating (Knative's finalizers).
+NAMESPACE = f"pyfunc-e2e-{uuid.uuid4().hex[:6]}"
 PYFUNC = [sys.executable, "-m", "pyfunc"]
 METRICS: dict[str, Any] = {}
 
