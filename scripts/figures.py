@@ -352,8 +352,6 @@ def cluster() -> str:
     if "inflight_60s_request_during_pod_deletion" in data:
         rows.append(("pod deleted with a 60 s request in flight",
                      f"answered {data['inflight_60s_request_during_pod_deletion']}"))
-    if "bring_up_s" in data:
-        rows.append(("`scripts/cluster.sh up` from built binaries", f"{data['bring_up_s']:.0f} s"))
     versions = (f"Kubernetes v{data.get('kubernetes')}, Knative Serving/Eventing v{data.get('knative_serving')}/"
                 f"v{data.get('knative_eventing')}, {data.get('ingress')}")
     table = ["| on the cluster | measured |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]

@@ -115,9 +115,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # no
         return
     versions = dict(line.split("=", 1) for line in (REPO / "scripts" / "versions.env").read_text().splitlines()
                     if "=" in line and not line.startswith("#"))
-    up = CACHE / "cluster" / "state" / "up-seconds"  # scripts/cluster.sh up's last bring-up
+    up = CACHE / "cluster" / "state" / "up-seconds"  # scripts/cluster.sh up's last (re)start
     if up.exists():
-        METRICS["bring_up_s"] = int(up.read_text())
+        METRICS["last_up_s"] = int(up.read_text())
     path = destination(RESULTS)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({**stamp(), "kubernetes": versions.get("K8S_VERSION"),
