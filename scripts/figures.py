@@ -34,6 +34,7 @@ BENCH_IO = "bench/results/io.json"
 BENCH_EVENTING = "bench/results/eventing.json"
 BENCH_INSTRUCTIONS = "bench/results/instructions.json"
 CONTAINERS = "e2e/results/containers.json"
+CLUSTER = "e2e/results/cluster.json"
 RELIABILITY = "tests/reliability/results"
 RESULTS_GLOBS = ["bench/results/*.json", "bench/results/*/*.json", f"{RELIABILITY}/*.json", "e2e/results/*.json"]
 # Files whose figures are generated. docs/quickstart.md (and the README's Quickstart) quote none.
@@ -372,6 +373,37 @@ def containers() -> str:
     return "\n".join(table) + f"\n\n{source_line(CONTAINERS, data)}\n"
 
 
+def cluster() -> str:
+    """The cluster e2e (e2e/cluster on scripts/cluster.sh): scale from zero, pyfunc vs func-python."""
+    data = load(CLUSTER)
+    if data is None:
+        return missing(CLUSTER, "a passing cluster e2e run (`scripts/test.sh`, or `scripts/cluster.sh up` then "
+                       "`pytest -m cluster`)")
+
+    def runs(key: str) -> str:
+        return ", ".join(f"{v:.2f}" for v in data.get(f"{key}.all", []))
+
+    rows = [("scale from zero → 200 through ingress + activator, **pyfunc** (median of 5)",
+             f"{data['scale_from_zero_s.pyfunc']:.2f} s ({runs('scale_from_zero_s.pyfunc')})"),
+            ("the same function on func-python 0.8.1, same manifest (median of 5)",
+             f"{data['scale_from_zero_s.func-python']:.2f} s ({runs('scale_from_zero_s.func-python')})"
+             + (f"; {data['scale_from_zero.func-python.failed_requests']} more cold request(s) failed"
+                if data.get("scale_from_zero.func-python.failed_requests") else "")),
+            ("40 concurrent 3 s async requests, target 4",
+             f"{data['autoscale.requests_ok']} answered, 0 failed, up to {data['autoscale.max_pods']} pods, "
+             "then back to zero"),
+            ("a roll-out under 4 steady clients",
+             f"{data['rollout.failed']} failed of {data['rollout.requests']} requests")]
+    if "inflight_60s_request_during_pod_deletion" in data:
+        rows.append(("pod deleted with a 60 s request in flight",
+                     f"answered {data['inflight_60s_request_during_pod_deletion']}"))
+    versions = (f"Kubernetes v{data.get('kubernetes')}, Knative Serving/Eventing v{data.get('knative_serving')}/"
+                f"v{data.get('knative_eventing')}, {data.get('ingress')}")
+    table = ["| on the cluster | measured |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
+    return f"{versions}; one node, 2 cores shared with the test run.\n\n" + "\n".join(table) + \
+        f"\n\n{source_line(CLUSTER, data)}\n"
+
+
 def image_sizes() -> str:
     data = load(CONTAINERS)
     if data is None:
@@ -448,7 +480,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "bench-compare": bench_compare, "bench-run-time": bench_run_time, "containers": containers,
     "image-sizes": image_sizes, "reliability": reliability, "bench-io": bench_io,
     "bench-eventing": bench_eventing, "bench-instructions": bench_instructions, "bench-docker": bench_docker,
-    "metrics-cost": metrics_cost, "serving-memory": serving_memory,
+    "metrics-cost": metrics_cost, "serving-memory": serving_memory, "cluster": cluster,
 }
 
 

@@ -4,8 +4,11 @@
 # and docker. It installs what it needs: .venv here; Docker, pack, the lifecycle, the images and
 # the builder through scripts/install-tools.sh and scripts/build-images.sh; the Knative parts
 # through scripts/install-knative.sh (all cached: a second run skips what is already built).
+# Then the cluster e2e (e2e/cluster, marker `cluster`) on a real single-node Kubernetes + Knative
+# cluster (scripts/cluster.sh: built in the background from the start, brought up while the
+# container e2e runs, taken down at the end).
 # Extra arguments go to pytest (one run, e2e included); PYFUNC_SKIP_E2E=1 skips the container side
-# for a quick local loop.
+# (and the cluster) for a quick local loop, PYFUNC_SKIP_CLUSTER=1 only the cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +22,15 @@ step() { printf '==> [%dm%02ds] %s\n' $(((SECONDS - START) / 60)) $(((SECONDS - 
 CACHE="${PYFUNC_CACHE:-$HOME/.cache/pyfunc}"; mkdir -p "$CACHE"
 declare -A JOBS=()
 # Each in a session of its own, so that a failed check ends a whole job (go build's children too).
-trap 'for pid in "${JOBS[@]}"; do kill -- "-$pid" 2>/dev/null || true; done' EXIT
+CLUSTER=0; [ "${PYFUNC_SKIP_E2E:-0}" != 1 ] && [ "${PYFUNC_SKIP_CLUSTER:-0}" != 1 ] && CLUSTER=1
+CLUSTER_STARTED=0
+cleanup() {
+  local pid
+  for pid in "${JOBS[@]}"; do kill -- "-$pid" 2>/dev/null || true; done
+  # A cluster this run brought up (or half brought up) goes down: the host as it was.
+  [ "$CLUSTER_STARTED" = 0 ] || scripts/cluster.sh down >"$CACHE/ci-cluster-down.log" 2>&1 || true
+}
+trap cleanup EXIT
 background() { local name="$1"; shift; setsid "$@" >"$CACHE/ci-$name.log" 2>&1 </dev/null & JOBS[$name]=$!; }
 await() {
   local status=0
@@ -32,6 +43,10 @@ if [ "${PYFUNC_SKIP_E2E:-0}" != 1 ]; then
   step "In the background: Docker, pack, the lifecycle and the images (scripts/install-tools.sh, scripts/build-images.sh), the Knative parts (scripts/install-knative.sh)"
   background images sh -c 'scripts/install-tools.sh && scripts/build-images.sh'
   background knative scripts/install-knative.sh
+fi
+if [ "$CLUSTER" = 1 ]; then
+  step "In the background: the cluster's binaries (scripts/cluster-build.sh: Kubernetes, etcd, CoreDNS, Knative, Traefik)"
+  background cluster-build scripts/cluster-build.sh
 fi
 
 step "Python venv (.venv) with pyfunc and its test dependencies, from scripts/locks/test.lock"
@@ -68,8 +83,18 @@ scripts/test-pythons.sh
 # shellcheck source=lib.sh
 source scripts/lib.sh
 step() { printf '==> [%dm%02ds] %s\n' $(((SECONDS - START) / 60)) $(((SECONDS - START) % 60)) "$*"; }  # lib.sh's has no time
+# cluster_up: the cluster built (background) and brought up in the background (its own log).
+cluster_up() {
+  [ "$CLUSTER" = 1 ] || return 0
+  step "The cluster's binaries (background)"
+  await cluster-build
+  CLUSTER_STARTED=1
+  background cluster-up scripts/cluster.sh up
+}
 if [ "$#" -gt 0 ]; then  # a selection: one pytest run, once everything is there
   await knative
+  cluster_up
+  [ "$CLUSTER" = 0 ] || { step "The cluster up (scripts/cluster.sh up)"; await cluster-up; }
   step "pytest $*"
   exec .venv/bin/python -m pytest "$@"
 fi
@@ -79,7 +104,16 @@ status=0
 .venv/bin/python -m pytest -m "not e2e" || status=$?
 step "The Knative parts (background)"
 await knative
-step "pytest (e2e)"
-.venv/bin/python -m pytest -m e2e || status=$((status ? status : $?))
+cluster_up
+step "pytest (e2e, not the cluster)"
+.venv/bin/python -m pytest -m "e2e and not cluster" || status=$((status ? status : $?))
+if [ "$CLUSTER" = 1 ]; then
+  step "The cluster up (scripts/cluster.sh up, background)"
+  await cluster-up
+  step "pytest (cluster: e2e/cluster on scripts/cluster.sh's Kubernetes + Knative)"
+  .venv/bin/python -m pytest -m cluster || status=$((status ? status : $?))
+  step "The cluster down (scripts/cluster.sh down)"
+  scripts/cluster.sh down && CLUSTER_STARTED=0
+fi
 step "Done (pytest status $status)"
 exit "$status"
