@@ -443,6 +443,12 @@ class FunctionApp:
 
             on_error = self.metrics.dedup_errors.inc if self.metrics is not None else None
             self.dedup = _dedup.from_config(config, loaded.qualname, on_error)
+        # --- authenticated delivery (_oidc.py): None when PYFUNC_OIDC_AUDIENCE is empty.
+        self.oidc: Any = None
+        if config.oidc_audience:
+            from . import _oidc
+
+            self.oidc = _oidc.from_config(config)
 
     def on_ready(self) -> None:
         """The server listens (called by ``serve``): the startup time metric."""
@@ -503,6 +509,8 @@ class FunctionApp:
                 if self.access_log:
                     logs.access(method, path, 200, time.perf_counter() - started, fields, logging.DEBUG)
                 return result
+            elif self.oidc is not None and (refusal := self.oidc.refuse(environ)) is not None:
+                response = refusal  # --- oidc hook (_oidc.py): no valid token, nothing invoked
             # Every other path is the function's: Knative routes all of them to the container, and
             # a Trigger's subscriber URI may carry one. HTTP functions read it from req.path.
             elif method in ("POST", "GET", "HEAD"):
