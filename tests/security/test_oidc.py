@@ -364,3 +364,132 @@ def test_outside_a_cluster_an_audience_without_issuer_is_refused_by_name(tmp_pat
 def test_verification_is_off_by_default(serve_module):
     running = serve_module(ECHO)
     assert send(running.url, make_event({"n": 1})).status_code == 200
+
+
+# ------------------------------------------------------------------ the default issuer: the cluster's own
+
+
+def _tls_pair(tmp_path):
+    """A self-signed certificate for 127.0.0.1 (the "cluster CA" and the API server's certificate)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "apiserver.crt", tmp_path / "apiserver.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_without_an_issuer_the_clusters_is_discovered_with_the_pods_own_access(tmp_path, monkeypatch, rsa_key):
+    """The API server's discovery document over TLS (the service account's CA), asked with the pod's
+    token, names the issuer; the keys come from the same server, also with the token."""
+    import ssl
+
+    from pyfunc import _oidc
+    from pyfunc._config import Config
+
+    cert, key = _tls_pair(tmp_path)
+    account = tmp_path / "serviceaccount"
+    account.mkdir()
+    (account / "token").write_text("pod-token\n")
+    (account / "ca.crt").write_bytes(cert.read_bytes())
+    seen: list[tuple[str, str]] = []
+
+    class ApiServer(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            seen.append((self.path, self.headers.get("Authorization", "")))
+            if self.headers.get("Authorization") != "Bearer pod-token":
+                self.send_response(401)
+                self.end_headers()
+                return
+            if self.path == "/.well-known/openid-configuration":
+                # The real API server names itself by its advertised address, which pods may not reach.
+                document = {"issuer": ISSUER, "jwks_uri": "https://192.0.2.1:6443/openid/v1/jwks"}
+            elif self.path == "/openid/v1/jwks":
+                document = {"keys": [rsa_key.jwk]}
+            else:
+                self.send_response(404)
+                self.end_headers()
+                return
+            body = json.dumps(document).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    api = ThreadingHTTPServer(("127.0.0.1", 0), ApiServer)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    api.socket = context.wrap_socket(api.socket, server_side=True)
+    threading.Thread(target=api.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(_oidc, "SERVICE_ACCOUNT", str(account))
+        monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+        monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(api.server_address[1]))
+        verifier = _oidc.from_config(Config(oidc_audience=AUDIENCE))
+        assert verifier is not None
+        assert verifier.claims("Bearer " + rsa_key.token())["sub"] == SENDER
+        assert verifier.keys.issuer() == ISSUER
+        assert seen == [("/.well-known/openid-configuration", "Bearer pod-token"),
+                        ("/openid/v1/jwks", "Bearer pod-token")]
+        with pytest.raises(_oidc.Refused, match="another issuer"):
+            verifier.claims("Bearer " + rsa_key.token(iss="https://evil.example"))
+    finally:
+        api.shutdown()
+        api.server_close()
+
+
+def test_the_pods_token_never_goes_to_another_host(tmp_path, monkeypatch, rsa_key):
+    """An explicit issuer elsewhere (over TLS the cluster CA verifies): no pod token goes with its discovery."""
+    from pyfunc import _oidc
+
+    account = tmp_path / "serviceaccount"
+    account.mkdir()
+    (account / "token").write_text("pod-token")
+    cert, key = _tls_pair(tmp_path)
+    (account / "ca.crt").write_bytes(cert.read_bytes())
+    monkeypatch.setattr(_oidc, "SERVICE_ACCOUNT", str(account))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    seen: list[str] = []
+
+    class Issuer(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            seen.append(self.headers.get("Authorization", ""))
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    import ssl
+
+    issuer = ThreadingHTTPServer(("127.0.0.1", 0), Issuer)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    issuer.socket = context.wrap_socket(issuer.socket, server_side=True)
+    threading.Thread(target=issuer.serve_forever, daemon=True).start()
+    try:
+        source = _oidc._KeySource(f"https://127.0.0.1:{issuer.server_address[1]}", "", _oidc._ServiceAccount.find())
+        with pytest.raises(_oidc.KeysUnavailable, match="404"):
+            source.jwks()
+        assert seen == [""]
+    finally:
+        issuer.shutdown()
+        issuer.server_close()
