@@ -19,6 +19,7 @@ import time
 from . import _codec as codec
 from . import _logs as logs
 from ._binding import Binder, Invocation, compile_binder
+from ._carry import carried, trace_id
 from ._codec import BATCH, STRUCTURED, Event
 from ._config import Config
 from ._discovery import LoadedFunction
@@ -42,8 +43,6 @@ NO_REPLY = Response(202, [], b"")
 BATCH_ITEM = "batch-item"
 # The environ key of a deferred invocation the worker resumes (see AsyncInvocation).
 RESUMED = "pyfunc.resumed"
-# The distributed tracing extension's attributes, and the WSGI keys of their HTTP headers.
-_TRACE_CONTEXT = (("traceparent", "HTTP_TRACEPARENT"), ("tracestate", "HTTP_TRACESTATE"))
 # What handlers return most: no isawaitable() (an ABC check) for them.
 _NEVER_AWAITABLE = frozenset({tuple, dict, list, str, bytes, type(None), int, float, bool})
 # The access-log status of a request whose client hung up before its answer (nginx's usage).
@@ -645,7 +644,7 @@ class FunctionApp:
         return self._flask_app
 
     def _handle(self, environ: dict[str, Any], body: bytes, request: Any, fields: dict[str, Any]) -> Any:
-        fields["trace_id"] = logs.trace_id(environ.get("HTTP_TRACEPARENT"))  # set before decoding: 400s too
+        fields["trace_id"] = trace_id(environ)  # W3C or B3 (_carry.py); set before decoding: 400s too
         if not self.binder.needs_event:
             return self._one(environ, body, request, None, None)
         try:
@@ -659,8 +658,8 @@ class FunctionApp:
         event = events[0]
         attrs = event.attributes
         fields.update(ce_id=attrs.get("id"), ce_type=attrs.get("type"), ce_source=attrs.get("source"))
-        if fields["trace_id"] is None:  # the transport's traceparent (the caller) wins, as for the span
-            fields["trace_id"] = logs.trace_id(attrs.get("traceparent"))
+        if fields["trace_id"] is None:  # the transport's trace context (the caller) wins, as for the span
+            fields["trace_id"] = trace_id({}, attrs)
         return self._one(environ, body, request, event, self.reply_mode or mode)
 
     def _one(self, environ: dict[str, Any], body: bytes, request: Any, event: Optional[Event],
@@ -720,7 +719,7 @@ class FunctionApp:
 
         Returns (and ``_handle`` answers) when decoding or binding refuses the request.
         """
-        fields["trace_id"] = logs.trace_id(environ.get("HTTP_TRACEPARENT"))  # set before decoding: 400s too
+        fields["trace_id"] = trace_id(environ)  # W3C or B3 (_carry.py); set before decoding: 400s too
         mode: Optional[str] = None
         events: list[Event] = []
         try:
@@ -732,7 +731,7 @@ class FunctionApp:
                     attrs = events[0].attributes
                     fields.update(ce_id=attrs.get("id"), ce_type=attrs.get("type"), ce_source=attrs.get("source"))
                     if fields["trace_id"] is None:
-                        fields["trace_id"] = logs.trace_id(attrs.get("traceparent"))
+                        fields["trace_id"] = trace_id({}, attrs)
                 invocations = [Invocation(environ, body, event, request) for event in events]
             calls = []
             for inv in invocations:
@@ -942,12 +941,8 @@ class FunctionApp:
 
     def _complete(self, attributes: dict[str, Any], event: Event, environ: dict[str, Any]) -> dict[str, Any]:
         reply = codec.complete_reply(attributes, event, self.default_source)
-        # Distributed tracing extension: the reply continues the incoming trace.
-        for name, header in _TRACE_CONTEXT:
-            if name not in reply:
-                value = event.attributes.get(name) or environ.get(header)
-                if value:
-                    reply[name] = value
+        # The reply continues the request's trace and answers its RequestReply correlation (_carry.py).
+        reply.update(carried(attributes, event.attributes, environ))
         return reply
 
     def _encode(self, mode: str, replies: list[tuple[dict[str, Any], Any]]) -> Response:
