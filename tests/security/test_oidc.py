@@ -283,15 +283,18 @@ def test_an_unknown_kid_refetches_the_keys_and_a_rotated_key_is_accepted(serve):
     issuer = JwksServer([old])
     try:
         running = serve(ECHO, env=_env(issuer, PYFUNC_OIDC_REFETCH_INTERVAL="0"))
-        assert _post(running, old.token()).status_code == 200
+        token = old.token()
+        assert _post(running, token).status_code == 200
         assert issuer.fetches == 1
-        assert _post(running, old.token()).status_code == 200
-        assert issuer.fetches == 1  # cached for the response's max-age
+        assert _post(running, token).status_code == 200  # the same token again: remembered as verified
+        assert _post(running, old.token(sub=SENDER + "-2")).status_code == 200
+        assert issuer.fetches == 1  # the keys are cached for the response's max-age
         issuer.keys = [new]  # the issuer rotates its key
         assert _post(running, new.token()).status_code == 200
         assert issuer.fetches == 2
-        _refused(_post(running, old.token()))  # gone from the JWKS: refetched, still unknown
-        assert issuer.fetches == 3
+        # The token verified before, under a key now gone from the JWKS: no longer accepted.
+        _refused(_post(running, token))
+        assert issuer.fetches == 3  # refetched for the unknown kid, still unknown
     finally:
         issuer.close()
 
