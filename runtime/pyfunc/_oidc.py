@@ -173,7 +173,10 @@ class Verifier:
         exp = claims.get("exp")
         if isinstance(kid, str) and isinstance(exp, (int, float)):
             if len(self._verified) >= VERIFIED_TOKENS:
-                self._verified.pop(next(iter(self._verified)), None)  # the oldest
+                try:
+                    self._verified.pop(next(iter(self._verified)), None)  # the oldest
+                except (RuntimeError, StopIteration):  # another thread changed it meanwhile
+                    self._verified.clear()
             self._verified[token] = (claims, kid, key, float(exp))
         return claims
 
@@ -302,12 +305,14 @@ class _KeySource:
         self.cluster = cluster
 
     def issuer(self) -> str:
-        if not self._issuer:
-            self._discover()
+        if not self._issuer:  # discovered with the keys (jwks), under the key set's rate limit
+            raise KeysUnavailable("the cluster's issuer is not discovered yet")
         return self._issuer
 
     def jwks(self) -> tuple[Any, Optional[float]]:
         if self._jwks_url:
+            if not self._issuer:
+                self._discover()
             return self._get(self._jwks_url)
         jwks_uri = self._discover()
         return self._get(jwks_uri)
