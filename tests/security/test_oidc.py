@@ -397,11 +397,21 @@ def _tls_pair(tmp_path):
     return cert_path, key_path
 
 
+def _tls_server(handler: type, cert, key) -> ThreadingHTTPServer:
+    """An HTTPS server on loopback with the certificate of _tls_pair, serving in a thread."""
+    import ssl
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 def test_without_an_issuer_the_clusters_is_discovered_with_the_pods_own_access(tmp_path, monkeypatch, rsa_key):
     """The API server's discovery document over TLS (the service account's CA), asked with the pod's
     token, names the issuer; the keys come from the same server, also with the token."""
-    import ssl
-
     from pyfunc import _oidc
     from pyfunc._config import Config
 
@@ -437,11 +447,7 @@ def test_without_an_issuer_the_clusters_is_discovered_with_the_pods_own_access(t
         def log_message(self, *args) -> None:
             pass
 
-    api = ThreadingHTTPServer(("127.0.0.1", 0), ApiServer)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    api.socket = context.wrap_socket(api.socket, server_side=True)
-    threading.Thread(target=api.serve_forever, daemon=True).start()
+    api = _tls_server(ApiServer, cert, key)
     try:
         monkeypatch.setattr(_oidc, "SERVICE_ACCOUNT", str(account))
         monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
@@ -481,13 +487,7 @@ def test_the_pods_token_never_goes_to_another_host(tmp_path, monkeypatch, rsa_ke
         def log_message(self, *args) -> None:
             pass
 
-    import ssl
-
-    issuer = ThreadingHTTPServer(("127.0.0.1", 0), Issuer)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    issuer.socket = context.wrap_socket(issuer.socket, server_side=True)
-    threading.Thread(target=issuer.serve_forever, daemon=True).start()
+    issuer = _tls_server(Issuer, cert, key)
     try:
         source = _oidc._KeySource(f"https://127.0.0.1:{issuer.server_address[1]}", "", _oidc._ServiceAccount.find())
         with pytest.raises(_oidc.KeysUnavailable, match="404"):
