@@ -17,7 +17,9 @@ must also refuse the request without a token with a 401).
 
 Figures: throughput and CPU per request of each; the headline is the ratio of the OIDC variant's
 throughput to plain pyfunc's in the same round (the median over rounds, which alternate the
-order). Results: ``bench/results/oidc.{json,md}``, stamped with the commit like the others.
+order), and, since wrk's figures swing with whatever else runs on the machine, the check alone:
+``Verifier.refuse`` called in a loop in one thread of pyfunc's venv, in CPU time. Results:
+``bench/results/oidc.{json,md}``, stamped with the commit like the others.
 """
 
 from __future__ import annotations
@@ -56,6 +58,27 @@ claims = {"iss": ISSUER, "aud": [AUDIENCE], "sub": "system:serviceaccount:bench:
 tokens = [jwt.encode({**claims, "jti": str(n)}, key, algorithm="RS256", headers={"kid": "bench"})
           for n in range(TOKENS)]
 print(json.dumps({"jwks": {"keys": [jwk]}, "token": tokens[0], "tokens": tokens}))
+"""
+# Run with pyfunc's bench venv: the server's own check (pyfunc._oidc.Verifier.refuse) timed in one
+# thread, in CPU time (time.thread_time), so that other processes on the machine barely move it.
+CHECK = """
+import json, sys, time
+from pyfunc import _oidc
+from pyfunc._config import Config
+args = json.loads(sys.stdin.read())
+verifier = _oidc.from_config(Config(oidc_audience=args["audience"], oidc_issuer=args["issuer"],
+                                    oidc_jwks_url=args["jwks_url"]))
+def cpu_us(tokens, n):
+    environs = [{"HTTP_AUTHORIZATION": "Bearer " + tokens[i % len(tokens)]} for i in range(n)]
+    assert verifier.refuse(environs[0]) is None
+    started = time.thread_time()
+    for environ in environs:
+        if verifier.refuse(environ) is not None:
+            raise SystemExit("a token was refused")
+    return (time.thread_time() - started) / n * 1e6
+one = cpu_us(args["tokens"][:1], 20000)
+fresh = cpu_us(args["tokens"][1:], len(args["tokens"]) - 1)
+print(json.dumps({"one_token_us": one, "fresh_token_us": fresh}))
 """
 TOKENS = 4096  # distinct tokens for the "fresh" cells: 4x what pyfunc remembers, so none is remembered
 FRESH_LUA = bench.BENCH / "wrk" / "request-tokens.lua"
@@ -105,6 +128,10 @@ def render(res: dict[str, Any]) -> str:
         lines.append(f"| {scenario} | {cell['plain_rps']:,.0f} req/s, {cell['plain_cpu_us']:.0f} µs | "
                      f"**{cell['oidc_ratio']:.2f}** ({cell['oidc_rps']:,.0f} req/s, {cell['oidc_cpu_us']:.0f} µs) | "
                      f"**{cell['fresh_ratio']:.2f}** ({cell['fresh_rps']:,.0f} req/s, {cell['fresh_cpu_us']:.0f} µs) |")
+    check = res["check_cpu_us"]
+    lines += ["", f"The check alone (pyfunc._oidc's Verifier.refuse, one thread, CPU time): "
+              f"**{check['one_token_us']:.1f} µs** with one token, **{check['fresh_token_us']:.0f} µs** with a "
+              f"fresh token each time (median of {len(res['checks'])} runs)."]
     return "\n".join(lines) + "\n"
 
 
@@ -126,6 +153,14 @@ def main(args: Any) -> int:
     logdir = bench.CACHE / "logs" / time.strftime("%Y%m%d-%H%M%S-oidc")
     logdir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="pyfunc-bench-oidc-"))
+    checks = []
+    for _ in range(rounds):
+        done = subprocess.run([venv["python"], "-c", CHECK], capture_output=True, text=True, check=True,
+                              input=json.dumps({"audience": AUDIENCE, "issuer": ISSUER, "jwks_url": jwks_url,
+                                                "tokens": minted["tokens"]}))
+        checks.append(json.loads(done.stdout))
+        bench.log(f"the check alone: {checks[-1]['one_token_us']:.1f} µs (one token), "
+                  f"{checks[-1]['fresh_token_us']:.0f} µs (fresh tokens) of CPU")
     scenarios = {s["id"]: s for s in bench.scenarios(False) if s["id"] in SCENARIOS}
     tokens_file = tmp / "tokens.txt"
     tokens_file.write_text("\n".join(minted["tokens"]) + "\n")
@@ -184,7 +219,9 @@ def main(args: Any) -> int:
                          f"{label}_rps": statistics.median(c["rps"] for c in by[kind]),
                          f"{label}_cpu_us": statistics.median(c["cpu_us_per_req"] for c in by[kind])})
         cells[sid] = cell
-    res = {**provenance, "scenario": "oidc", "rounds": rounds, "duration": args.duration,
+    check = {key: statistics.median(c[key] for c in checks) for key in ("one_token_us", "fresh_token_us")}
+    res = {**provenance, "scenario": "oidc", "rounds": rounds, "duration": args.duration, "check_cpu_us": check,
+           "checks": checks,
            "jwks_fetches": fetches[0], "cells": cells, "versions": {"pyfunc": venv["freeze"]}}
     out = Path(args.out)
     name = args.name if args.name not in (None, "latest", "quick") else ("oidc-quick" if args.quick else "oidc")
