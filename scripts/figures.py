@@ -297,8 +297,8 @@ def bench_oidc() -> str:
         rows.append(f"| {scenario} | {cell['plain_rps']:,.0f} req/s | {cell['oidc_ratio']:.2f} "
                     f"({cell['oidc_cpu_us'] - cell['plain_cpu_us']:+.0f} µs CPU) | {cell['fresh_ratio']:.2f} "
                     f"({cell['fresh_cpu_us'] - cell['plain_cpu_us']:+.0f} µs CPU) |")
-    contended = (" Some cells were measured while other processes used the server's core: the check's "
-                 "own CPU time below is the steadier figure.") if any(
+    contended = (" Some cells were measured while other processes used the server's core, so the check's "
+                 "own CPU time is the steadier figure.") if any(
         cell["contended"] for cell in res["cells"].values()) else ""
     check = res["check_cpu_us"]
     return ("\n".join(rows) + "\n\nThroughput with verification ÷ plain pyfunc's in the same round (median of "
