@@ -23,7 +23,7 @@ jwt = pytest.importorskip("jwt")
 from cryptography.hazmat.primitives.asymmetric import ec, rsa  # noqa: E402
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm  # noqa: E402
 
-from support import make_event, send, start_server, write_function  # noqa: E402
+from support import free_port, make_event, send, start_server, write_function  # noqa: E402
 
 AUDIENCE = "https://pyfunc.example/fn"
 ISSUER = "https://kubernetes.default.svc.cluster.local"
@@ -315,7 +315,6 @@ def test_unknown_kids_refetch_at_most_once_per_interval(serve):
 
 
 def test_no_reachable_keys_is_a_503_the_sender_retries(serve, rsa_key):
-    from pyfunc._server import free_port
 
     running = serve(ECHO, env={"PYFUNC_OIDC_AUDIENCE": AUDIENCE, "PYFUNC_OIDC_ISSUER": ISSUER,
                                "PYFUNC_OIDC_JWKS_URL": f"http://127.0.0.1:{free_port()}/jwks"})
