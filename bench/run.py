@@ -629,8 +629,8 @@ def _ensure_venv(name: str) -> dict:
         log(f"creating venv {d}")
         shutil.rmtree(d, ignore_errors=True)
         subprocess.run([sys.executable, "-m", "venv", str(d)], check=True)
-        if "@repo" in reqs:  # with the extras the --group eventing variants import
-            pip(venv_python(name), f"{repo_snapshot()}[redis,metrics]")
+        if "@repo" in reqs:  # with the extras the --group eventing variants (and --only oidc) import
+            pip(venv_python(name), f"{repo_snapshot()}[redis,metrics,oidc]")
         else:
             pip(venv_python(name), *reqs)
         stamp.write_text(key)
@@ -1074,15 +1074,21 @@ def main() -> int:
                     help="re-measure a cell disturbed by other processes up to N times")
     ap.add_argument("--render-only", action="store_true",
                     help="rewrite NAME.md from an existing NAME.json (no measuring)")
-    ap.add_argument("--only", choices=["io"],
+    ap.add_argument("--only", choices=["io", "oidc"],
                     help="io: only the I/O scenario (handlers that wait 1 s, bench/io_bench.py), "
-                         "written to io.{md,json}")
+                         "written to io.{md,json}; oidc: token verification on vs off "
+                         "(bench/oidc_bench.py), written to oidc.{md,json}")
     args = ap.parse_args()
     if args.only == "io":
         import io_bench
 
         os.sched_setaffinity(0, {int(args.load_core)})
         return io_bench.main(args)
+    if args.only == "oidc":
+        import oidc_bench
+
+        os.sched_setaffinity(0, {int(args.load_core)})
+        return oidc_bench.main(args)
     args.name = args.name or (args.group or ("quick" if args.quick else "latest"))
     if args.render_only:
         out = Path(args.out)

@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 BENCH = "bench/results/latest.json"
 BENCH_IO = "bench/results/io.json"
 BENCH_EVENTING = "bench/results/eventing.json"
+BENCH_OIDC = "bench/results/oidc.json"
 BENCH_INSTRUCTIONS = "bench/results/instructions.json"
 CONTAINERS = "e2e/results/containers.json"
 CLUSTER = "e2e/results/cluster.json"
@@ -293,6 +294,28 @@ def bench_eventing() -> str:
             f"better; 1.00 = no cost).\n{source_line(BENCH_EVENTING, res)}\n")
 
 
+def bench_oidc() -> str:
+    """What token verification costs: throughput with PYFUNC_OIDC_AUDIENCE ÷ plain pyfunc's, same round."""
+    res = load(BENCH_OIDC)
+    if res is None:
+        return missing(BENCH_OIDC, "`python3 bench/run.py --only oidc`")
+    rows = ["| scenario | pyfunc | one token, reused (remembered) | a fresh token each request (verified in full) |",
+            "|---|---|---|---|"]
+    for scenario, cell in res["cells"].items():
+        rows.append(f"| {scenario} | {cell['plain_rps']:,.0f} req/s | {cell['oidc_ratio']:.2f} "
+                    f"({cell['oidc_cpu_us'] - cell['plain_cpu_us']:+.0f} µs CPU) | {cell['fresh_ratio']:.2f} "
+                    f"({cell['fresh_cpu_us'] - cell['plain_cpu_us']:+.0f} µs CPU) |")
+    contended = (" Some cells were measured while other processes used the server's core, so the check's "
+                 "own CPU time is the steadier figure.") if any(
+        cell["contended"] for cell in res["cells"].values()) else ""
+    check = res["check_cpu_us"]
+    return ("\n".join(rows) + "\n\nThroughput with verification ÷ plain pyfunc's in the same round (median of "
+            f"{res['rounds']}; 1.00 = no cost), and the server CPU per request it adds.{contended} The check "
+            f"alone (`Verifier.refuse` in a loop, one thread, CPU time): {check['one_token_us']:.1f} µs for a "
+            f"remembered token, {check['fresh_token_us']:.0f} µs for a token verified in full.\n"
+            f"{source_line(BENCH_OIDC, res)}\n")
+
+
 def metrics_cost() -> str:
     """What ``PYFUNC_METRICS`` costs at start: the eventing bench's cold starts, metrics on and off."""
     res = load(BENCH_EVENTING)
@@ -479,8 +502,9 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "bench-throughput": bench_throughput, "bench-cold-start": bench_cold_start, "bench-cost": bench_cost,
     "bench-compare": bench_compare, "bench-run-time": bench_run_time, "containers": containers,
     "image-sizes": image_sizes, "reliability": reliability, "bench-io": bench_io,
-    "bench-eventing": bench_eventing, "bench-instructions": bench_instructions, "bench-docker": bench_docker,
-    "metrics-cost": metrics_cost, "serving-memory": serving_memory, "cluster": cluster,
+    "bench-eventing": bench_eventing, "bench-oidc": bench_oidc, "bench-instructions": bench_instructions,
+    "bench-docker": bench_docker, "metrics-cost": metrics_cost, "serving-memory": serving_memory,
+    "cluster": cluster,
 }
 
 

@@ -97,6 +97,13 @@ class FunctionApp:
                 self.invoker = _dedup.Deduplicated(invoker, dedup, observer)
         # The request handlers get (none, pyfunc's light one, Flask's, or a Flask context), chosen now.
         self.requests = _request.for_binder(binder)
+        # --- authenticated delivery (_oidc.py): None when PYFUNC_OIDC_AUDIENCE is empty, and then
+        # neither _oidc nor PyJWT is imported (tests/cli/test_cold_start.py).
+        self.oidc: Any = None
+        if config.oidc_audience:
+            from . import _oidc
+
+            self.oidc = _oidc.from_config(config)
 
     def _iterate(self, iterator: Any) -> Any:
         return self.invoker.iterate(iterator)
@@ -146,6 +153,8 @@ class FunctionApp:
             elif path == self.metrics_path and method in ("GET", "HEAD"):
                 assert self.metrics is not None  # a scrape is logged at DEBUG, like a passing probe
                 return self._send_quietly(self.metrics.response(), environ, start_response, started, fields)
+            elif self.oidc is not None and (refusal := self.oidc.refuse(environ)) is not None:
+                response = refusal  # --- oidc hook (_oidc.py): no valid token, nothing invoked
             # Every other path is the function's: Knative routes all of them to the container, and
             # a Trigger's subscriber URI may carry one. HTTP functions read it from req.path.
             elif method in ("POST", "GET", "HEAD"):

@@ -74,6 +74,19 @@ def _dedupe(text: str) -> str:
     raise ValueError("must be off, memory or a redis://host:port/db URL")
 
 
+def _jwks_url(text: str) -> str:
+    """``PYFUNC_OIDC_JWKS_URL``: https://, or http:// to a loopback host only (a test's key server)."""
+    from urllib.parse import urlsplit
+
+    value = text.strip()
+    parts = urlsplit(value)
+    if parts.scheme == "https" and parts.hostname:
+        return value
+    if parts.scheme == "http" and parts.hostname in ("127.0.0.1", "::1", "localhost"):
+        return value
+    raise ValueError("must be an https:// URL (http:// only to 127.0.0.1, ::1 or localhost)")
+
+
 def _boolean(text: str) -> bool:
     value = text.strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -149,6 +162,23 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("metrics", "PYFUNC_METRICS", "--metrics", False, _boolean,
             "serve GET /metrics in the Prometheus text format (extra pyfunc-invoker[metrics]; "
             "off by default: importing prometheus_client lengthens every cold start, docs/delivery.md)"),
+    # --- authenticated delivery (_oidc.py, docs/security.md "Authenticated delivery")
+    Setting("oidc_audience", "PYFUNC_OIDC_AUDIENCE", "--oidc-audience", "", str,
+            "verify each request's bearer token (Knative Eventing's OIDC) and require this `aud` "
+            "(empty: no verification; extra pyfunc-invoker[oidc]); probes and /metrics need none"),
+    Setting("oidc_issuer", "PYFUNC_OIDC_ISSUER", "--oidc-issuer", "", str,
+            "the `iss` tokens must have; its /.well-known/openid-configuration gives the keys "
+            "(empty: the cluster's service-account issuer, discovered through the pod's API access)"),
+    Setting("oidc_jwks_url", "PYFUNC_OIDC_JWKS_URL", "--oidc-jwks-url", "", _jwks_url,
+            "fetch the signing keys (JWKS) here instead of from the issuer's discovery document "
+            "(https://; http:// only on loopback)"),
+    Setting("oidc_allowed_subjects", "PYFUNC_OIDC_ALLOWED_SUBJECTS", "--oidc-allowed-subjects", "", str,
+            "comma-separated globs of the token `sub`s allowed to deliver (like an EventPolicy's "
+            "`from`); a valid token from any other sender gets 403 (empty: every sender)"),
+    Setting("oidc_refetch_interval", "PYFUNC_OIDC_REFETCH_INTERVAL", "--oidc-refetch-interval", 30.0,
+            _non_negative_float,
+            "least seconds between two fetches of the signing keys when a token names an unknown "
+            "key (a rotation), so bogus tokens cannot make pyfunc hammer the issuer"),
     Setting("reply_mode", "PYFUNC_REPLY_MODE", "--reply-mode", "auto",
             _choice("auto", "binary", "structured", "batch"),
             "content mode of reply events: auto (same as the request), binary, structured, batch"),
@@ -209,6 +239,11 @@ class Config:
     dedupe_lease: float = _DEFAULT["dedupe_lease"]
     dedupe_namespace: str = _DEFAULT["dedupe_namespace"]
     metrics: bool = _DEFAULT["metrics"]
+    oidc_audience: str = _DEFAULT["oidc_audience"]
+    oidc_issuer: str = _DEFAULT["oidc_issuer"]
+    oidc_jwks_url: str = _DEFAULT["oidc_jwks_url"]
+    oidc_allowed_subjects: str = _DEFAULT["oidc_allowed_subjects"]
+    oidc_refetch_interval: float = _DEFAULT["oidc_refetch_interval"]
     reply_mode: str = _DEFAULT["reply_mode"]
     log_format: str = _DEFAULT["log_format"]
     log_level: str = _DEFAULT["log_level"]

@@ -34,8 +34,8 @@ import threading
 import time
 
 from . import _codec as codec
-from . import _logs as logs
 from ._binding import Invocation
+from ._carry import trace_id
 from ._codec import BATCH
 from ._errors import RequestError
 
@@ -170,7 +170,7 @@ class Invoker:
 
     def prepare(self, environ: Environ, body: bytes, request: Any, fields: dict[str, Any]) -> Prepared:
         """Decode and bind; raises RequestError when the request is no CloudEvent (``fields``: the log's)."""
-        fields["trace_id"] = logs.trace_id(environ.get("HTTP_TRACEPARENT"))  # set before decoding: 400s too
+        fields["trace_id"] = trace_id(environ)  # W3C or B3 (_carry.py); set before decoding: 400s too
         binder = self.binder
         if not binder.needs_event:
             return Prepared(environ, None, [], [Call(Invocation(environ, body, None, request), binder)])
@@ -178,8 +178,8 @@ class Invoker:
         if mode != BATCH:
             attrs = events[0].attributes
             fields.update(ce_id=attrs.get("id"), ce_type=attrs.get("type"), ce_source=attrs.get("source"))
-            if fields["trace_id"] is None:  # the transport's traceparent (the caller) wins, as for the span
-                fields["trace_id"] = logs.trace_id(attrs.get("traceparent"))
+            if fields["trace_id"] is None:  # the transport's trace context (the caller) wins, as for the span
+                fields["trace_id"] = trace_id({}, attrs)
         return Prepared(environ, mode, events, [Call(Invocation(environ, body, event, request), binder)
                                                  for event in events])
 

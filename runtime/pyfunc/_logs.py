@@ -204,17 +204,3 @@ def defer_access_lines() -> Optional[Callable[[], None]]:
 
 
 _access_writer: Optional[_AccessWriter] = None
-
-
-def trace_id(traceparent: Optional[str]) -> Optional[str]:
-    """The trace id of a W3C ``traceparent`` (``00-<trace id>-<span id>-<flags>``), if valid."""
-    if not traceparent:
-        return None
-    parts = traceparent.strip().split("-")
-    if len(parts) >= 4 and len(parts[1]) == 32 and parts[1] != "0" * 32:
-        try:
-            int(parts[1], 16)
-        except ValueError:
-            return None
-        return parts[1]
-    return None

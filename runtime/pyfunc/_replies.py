@@ -7,6 +7,7 @@ the failure table (_failures.py) when it raised or its reply cannot be encoded.
 from __future__ import annotations
 
 from . import _codec as codec
+from ._carry import carried
 from ._codec import BATCH, STRUCTURED
 from ._errors import InvalidReply, RequestError
 from ._failures import outcome_of_response
@@ -26,8 +27,6 @@ __all__ = ["BATCH_ITEM", "NO_REPLY", "Replies", "status_of"]
 NO_REPLY = Response(202, [], b"")
 # The reply mode of one event of a batch answered as a batch without dedup: see _BatchReply.
 BATCH_ITEM = "batch-item"
-# The distributed tracing extension's attributes, and the WSGI keys of their HTTP headers.
-_TRACE_CONTEXT = (("traceparent", "HTTP_TRACEPARENT"), ("tracestate", "HTTP_TRACESTATE"))
 
 
 class Replies:
@@ -67,12 +66,8 @@ class Replies:
 
     def _complete(self, attributes: dict[str, Any], event: Event, environ: Environ) -> dict[str, Any]:
         reply = codec.complete_reply(attributes, event, self.default_source)
-        # Distributed tracing extension: the reply continues the incoming trace.
-        for name, header in _TRACE_CONTEXT:
-            if name not in reply:
-                value = event.attributes.get(name) or environ.get(header)
-                if value:
-                    reply[name] = value
+        # The reply continues the request's trace and answers its RequestReply correlation (_carry.py).
+        reply.update(carried(attributes, event.attributes, environ))
         return reply
 
     def encode(self, mode: str, replies: list[tuple[dict[str, Any], Any]]) -> Response:

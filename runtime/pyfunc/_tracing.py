@@ -22,8 +22,9 @@ after the ``start()`` hook (which may install a tracer provider of its own):
 The span (kind SERVER) follows the CloudEvents semantic conventions: named
 ``CloudEvents Process <type>`` with ``cloudevents.event_*`` attributes, or ``<METHOD> <path>``
 for a plain HTTP function. Its parent is the ``traceparent``/``tracestate`` HTTP header (the
-caller's span), else the event's distributed-tracing extension; when both are there and
-differ, the extension's context (where the event was created) becomes a span link.
+caller's span), else a B3 one (``b3``, ``X-B3-*``: _carry.py), else the event's
+distributed-tracing extension; when both are there and differ, the extension's context (where
+the event was created) becomes a span link.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import logging
 import os
 
 from . import __version__
+from . import _carry as carry
 from . import _logs as logs
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (ms of a cold start)
@@ -178,10 +180,11 @@ class Tracing:
         environ = inv.environ
         event = inv.event
         attrs = event.attributes if event is not None else {}
-        header = environ.get("HTTP_TRACEPARENT")
+        transport = carry.transport(environ)  # W3C headers, else B3 (single or multi) as W3C
+        header = transport[0] if transport is not None else None
         extension = attrs.get("traceparent")
-        if header:
-            carrier = {"traceparent": header, "tracestate": environ.get("HTTP_TRACESTATE", "")}
+        if transport is not None:
+            carrier = {"traceparent": transport[0], "tracestate": transport[1]}
         elif extension:
             carrier = {"traceparent": extension, "tracestate": attrs.get("tracestate", "")}
         else:
