@@ -24,7 +24,7 @@ from . import _waitress
 from ._app import FunctionApp, awaited
 from ._binding import compile_binder
 from ._config import Config
-from ._discovery import LoadedFunction, load_function
+from ._discovery import LoadedFunction, _innermost_frame_in, app_kind, func_python_layout, load_function
 from ._errors import HandlerLoadError
 from ._refusals import answerer
 
@@ -32,14 +32,33 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (ms of a 
 if TYPE_CHECKING:
     from typing import Any, Optional
 
+    from ._asgi import AsgiApp
     from ._eventloop import EpollLoop
+    from ._wsgiapp import WsgiApp
 
 logger = logging.getLogger("pyfunc")
 
 
-def build_app(config: Config) -> FunctionApp:
-    """Load the handler and compile its binder: every check that can fail before the port opens."""
+def build_app(config: Config) -> FunctionApp | AsgiApp | WsgiApp:
+    """Load the handler and compile its binder: every check that can fail before the port opens.
+
+    A Knative func Python function (func-python's layout) and a handler target naming an ASGI
+    or WSGI application are served whole instead (pyfunc._funcpython, pyfunc._asgi, pyfunc._wsgiapp).
+    """
+    if func_python_layout(config.directory, config.handler):  # --- ASGI hook (issue 22)
+        from ._funcpython import load_func_python
+
+        return load_func_python(config)
     loaded = load_function(config.directory, config.handler)
+    kind = app_kind(loaded.function)
+    if kind == "asgi":  # --- ASGI hook (issue 22)
+        from ._asgi import asgi_loaded
+
+        return asgi_loaded(loaded, config)
+    if kind == "wsgi":
+        from ._wsgiapp import WsgiApp
+
+        return WsgiApp(loaded, config)
     binder = compile_binder(loaded.function, loaded.file)
     return FunctionApp(loaded, config, binder)
 
@@ -55,8 +74,13 @@ def run_start_hook(loaded: LoadedFunction) -> None:
         takes_cfg = True
     try:
         _settle(hook(dict(os.environ)) if takes_cfg else hook())
+    except HandlerLoadError:
+        raise  # already says what failed (an ASGI app's lifespan startup, pyfunc._asgi)
     except Exception as exc:
-        raise HandlerLoadError(f"start() hook failed: {type(exc).__name__}: {exc}", loaded.file) from exc
+        # Where in the function's directory it failed (file:line), else the module's file.
+        where = _innermost_frame_in(os.path.dirname(os.path.realpath(loaded.file)), exc) if loaded.file else None
+        raise HandlerLoadError(f"start() hook failed: {type(exc).__name__}: {exc}",
+                               *(where or (loaded.file, None))) from exc
 
 
 def _settle(result: Any) -> None:
@@ -80,7 +104,7 @@ def run_stop_hook(loaded: LoadedFunction) -> None:
 class Server:
     """A waitress server that drains instead of dropping requests when told to stop."""
 
-    def __init__(self, app: FunctionApp, config: Config) -> None:
+    def __init__(self, app: FunctionApp | AsgiApp | WsgiApp, config: Config) -> None:
         from waitress.server import create_server
 
         self.app = app
@@ -288,7 +312,7 @@ def serve(config: Config) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     loaded: Optional[LoadedFunction] = getattr(app, "loaded", None)
-    if isinstance(app, FunctionApp):
+    if isinstance(app, FunctionApp) or hasattr(app, "on_ready"):  # (and AsgiApp, WsgiApp: issue 22)
         app.enable_tracing()  # after start(), which may have installed a tracer provider
         app.on_ready()  # eventing hook (_metrics.py): the port is open, the startup time is known
     logger.info(
