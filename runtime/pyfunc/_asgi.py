@@ -660,6 +660,8 @@ class AsgiApp:
         self.runner = AsyncRunner()
         self._async = self.runner  # pyfunc.testing stops it on close
         self.lifespan: Optional[Lifespan] = None
+        # Health paths besides pyfunc's own: func.yaml's deploy.healthEndpoints (pyfunc._funcpython).
+        self.health_paths: dict[str, str] = {}
         self._slots = threading.BoundedSemaphore(config.max_concurrency) if config.max_concurrency > 0 else None
         self.metrics: Any = None
         if config.metrics:
@@ -695,8 +697,9 @@ class AsgiApp:
             method = environ["REQUEST_METHOD"]
             path = environ.get("PATH_INFO", "")
             level = logging.INFO
-            if path in LIVENESS_PATHS or path in READINESS_PATHS:
-                response = self.health("alive" if path in LIVENESS_PATHS else "ready")
+            if path in LIVENESS_PATHS or path in READINESS_PATHS or path in self.health_paths:
+                which = "alive" if path in LIVENESS_PATHS else self.health_paths.get(path, "ready")
+                response = self.health(which)
                 if response.status == 200:
                     level = logging.DEBUG  # probes every second: not traffic
             elif self.metrics is not None and path == METRICS_PATH and method in ("GET", "HEAD"):

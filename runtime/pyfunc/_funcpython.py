@@ -53,6 +53,38 @@ def is_cloudevent_function(workspace: str) -> bool:
         return False
 
 
+def health_endpoints(workspace: str) -> dict[str, str]:
+    """func.yaml's ``deploy.healthEndpoints`` (the paths ``func deploy`` gives the Knative probes):
+    ``{path: "alive" | "ready"}`` for the paths other than pyfunc's own.
+
+    Read line by line (no YAML parser among pyfunc's dependencies): the keys ``liveness`` and
+    ``readiness`` indented under ``healthEndpoints:`` under ``deploy:``.
+    """
+    try:
+        with open(os.path.join(workspace, "func.yaml"), encoding="utf-8") as file:
+            lines = file.read().splitlines()
+    except (OSError, UnicodeError):
+        return {}
+    found: dict[str, str] = {}
+    section: list[tuple[int, str]] = []  # (indent, key) of the enclosing mappings
+    for line in lines:
+        text = line.split("#", 1)[0].rstrip()
+        if not text.strip() or text.lstrip().startswith("-"):
+            continue
+        indent = len(text) - len(text.lstrip())
+        key, _, value = text.strip().partition(":")
+        while section and section[-1][0] >= indent:
+            section.pop()
+        value = value.strip().strip("'\"")
+        if not value:
+            section.append((indent, key))
+            continue
+        if [name for _, name in section] == ["deploy", "healthEndpoints"] and key in ("liveness", "readiness") \
+                and value.startswith("/"):
+            found[value] = "alive" if key == "liveness" else "ready"
+    return found
+
+
 def load_func_python(config: Config) -> AsgiApp:
     """Import ``function/``, make the instance (``new()``) and wrap it; every failure is a
     :class:`HandlerLoadError` naming the file and line, before the port opens."""
@@ -85,9 +117,12 @@ def load_func_python(config: Config) -> AsgiApp:
     hooks = {hook: obj for hook in HOOKS if callable(obj := getattr(instance, hook, None))}
     loaded = LoadedFunction(handle, module, name, file, hooks)
     if is_cloudevent_function(workspace):
-        return AsgiApp(loaded, config, handle, prepare=decode_event, send_wrapper=CloudEventSender,
-                       kind="func-python cloudevent")
-    return AsgiApp(loaded, config, handle, kind="func-python http")
+        app = AsgiApp(loaded, config, handle, prepare=decode_event, send_wrapper=CloudEventSender,
+                      kind="func-python cloudevent")
+    else:
+        app = AsgiApp(loaded, config, handle, kind="func-python http")
+    app.health_paths.update(health_endpoints(workspace))
+    return app
 
 
 class _BareHandle:

@@ -209,3 +209,35 @@ def test_a_request_that_is_not_an_event_is_a_400(event_function):
     reply = requests.post(event_function.url + "/", json={"plain": "json"}, timeout=5)
     assert reply.status_code == 400
     assert reply.headers["Content-Type"] == "application/problem+json"
+
+
+HEALTH_YAML = """\
+specVersion: 0.36.0
+name: f
+runtime: python
+build:
+  builder: pack
+deploy:
+  namespace: default
+  healthEndpoints:
+    liveness: /custom/live   # what func deploy gives the liveness probe
+    readiness: "/custom/ready"
+  options:
+    scale:
+      min: 0
+"""
+
+
+def test_func_yaml_health_endpoints_are_answered(tmp_path):
+    from pyfunc._funcpython import health_endpoints
+
+    directory = function_dir(tmp_path / "f", HTTP_FUNCTION, HEALTH_YAML)
+    assert health_endpoints(str(directory)) == {"/custom/live": "alive", "/custom/ready": "ready"}
+    running = start_server(directory, {"READY": "no"})
+    try:
+        live = requests.get(running.url + "/custom/live", timeout=5)
+        assert live.status_code == 200 and live.json()["message"] == "Alive"
+        assert requests.get(running.url + "/custom/ready", timeout=5).status_code == 503
+        assert requests.get(running.url + "/health/readiness", timeout=5).status_code == 503
+    finally:
+        running.stop()
