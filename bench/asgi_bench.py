@@ -35,18 +35,19 @@ ASGI_DIR = bench.SERVERS_DIR / "asgi"
 FUNC_DIR = bench.SERVERS_DIR / "funcpy" / "hello"
 PINS = {"starlette": "starlette==0.47.2", "uvicorn": "uvicorn==0.35.0", "hypercorn": "hypercorn==0.17.3",
         "func-python": "func-python==0.8.1", "cloudevents": "cloudevents==2.2.0"}
+# Venv names of their own (asgi-*): the bench's venv cache is shared with the other scenarios' servers.
 bench.SERVERS.update({
     "asgi-pyfunc": {"label": "pyfunc", "reqs": ["@repo", PINS["starlette"]], "replies": True, "batch": False},
-    "uvicorn": {"label": "uvicorn 0.35.0", "reqs": [PINS["uvicorn"], PINS["starlette"], PINS["func-python"],
+    "asgi-uvicorn": {"label": "uvicorn 0.35.0", "reqs": [PINS["uvicorn"], PINS["starlette"], PINS["func-python"],
                                                    PINS["cloudevents"]], "replies": True, "batch": False},
-    "hypercorn": {"label": "Hypercorn 0.17.3", "reqs": [PINS["hypercorn"], PINS["starlette"], PINS["func-python"],
+    "asgi-hypercorn": {"label": "Hypercorn 0.17.3", "reqs": [PINS["hypercorn"], PINS["starlette"], PINS["func-python"],
                                                        PINS["cloudevents"]], "replies": True, "batch": False},
 })
 APPS = {  # app -> [(server, label)]; the first is pyfunc
-    "starlette-json": [("asgi-pyfunc", "pyfunc"), ("uvicorn", "uvicorn 0.35.0"),
-                       ("hypercorn", "Hypercorn 0.17.3")],
+    "starlette-json": [("asgi-pyfunc", "pyfunc"), ("asgi-uvicorn", "uvicorn 0.35.0"),
+                       ("asgi-hypercorn", "Hypercorn 0.17.3")],
     "func-http": [("asgi-pyfunc", "pyfunc"), ("funcpy", "func-python 0.8.1 (Hypercorn)"),
-                  ("uvicorn", "func-python's middleware on uvicorn 0.35.0")],
+                  ("asgi-uvicorn", "func-python's middleware on uvicorn 0.35.0")],
 }
 REQUESTS = {  # app -> (method, path, headers, body, expected reply body)
     "starlette-json": ("POST", "/echo", {"Content-Type": "application/json"},
@@ -67,10 +68,10 @@ def command(name: str, app: str, port: int) -> tuple[list[str], dict[str, str], 
             return [py, "-m", "pyfunc", str(ASGI_DIR)], env, ASGI_DIR
         return [py, "-m", "pyfunc", str(FUNC_DIR)], env, FUNC_DIR
     module = "starlette_echo:app" if app == "starlette-json" else "func_template:app"
-    if name == "uvicorn":
+    if name == "asgi-uvicorn":
         argv = [py, "-m", "uvicorn", module, "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
         return argv, env, ASGI_DIR
-    if name == "hypercorn":
+    if name == "asgi-hypercorn":
         return [py, "-m", "hypercorn", module, "--bind", f"127.0.0.1:{port}"], env, ASGI_DIR
     raise KeyError(name)
 
@@ -149,7 +150,7 @@ def main(args: Any) -> int:
     args.duration = args.duration or (2 if args.quick else 4)
     args.warmup = args.warmup if args.warmup is not None else 1
     cold_reps = args.cold_reps or (2 if args.quick else 10)
-    bench.EXTRA_COMMANDS.update({name: command for name in ("asgi-pyfunc", "uvicorn", "hypercorn")})
+    bench.EXTRA_COMMANDS.update({name: command for name in ("asgi-pyfunc", "asgi-uvicorn", "asgi-hypercorn")})
     provenance = stamp()
     bench.ensure_wrk()
     logdir = bench.CACHE / "logs" / time.strftime("%Y%m%d-%H%M%S-asgi")

@@ -245,11 +245,11 @@ def bench_asgi() -> str:
     if res is None:
         return missing(BENCH_ASGI, "`python3 bench/run.py --only asgi`")
     apps = {"starlette-json": ("ASGI app (Starlette JSON echo, 100 B)",
-                               [("asgi-pyfunc", "**pyfunc**"), ("uvicorn", "uvicorn 0.35.0"),
-                                ("hypercorn", "Hypercorn 0.17.3")]),
+                               [("asgi-pyfunc", "**pyfunc**"), ("asgi-uvicorn", "uvicorn 0.35.0"),
+                                ("asgi-hypercorn", "Hypercorn 0.17.3")]),
             "func-http": ("func-python function (func's HTTP template)",
                           [("asgi-pyfunc", "**pyfunc**"), ("funcpy", "func-python 0.8.1 (Hypercorn)"),
-                           ("uvicorn", "func-python's middleware on uvicorn 0.35.0")])}
+                           ("asgi-uvicorn", "func-python's middleware on uvicorn 0.35.0")])}
     rows = ["| app | server | req/s c=8 | req/s c=64 | pyfunc ÷ it (c=8 / c=64) | cold start | idle RSS |",
             "|---|---|---|---|---|---|---|"]
     for app, (title, servers) in apps.items():
