@@ -101,6 +101,11 @@ async def app(scope, receive, send):
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-length", b"11"), (b"content-type", b"text/plain")]})
         await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else b"hello world"})
+    elif path == "/chunks":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for part in (b"one ", b"two ", b"three"):
+            await send({"type": "http.response.body", "body": part, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
     elif path == "/teapot":
         await respond(send, 418, b"short and stout", [(b"set-cookie", b"a=1"), (b"set-cookie", b"b=2")])
     else:
@@ -326,3 +331,16 @@ def test_check_reports_the_app(tmp_path):
     result = run_pyfunc("check", "--json", str(write_app(tmp_path / "app")), env={"PYTHON_HANDLER": "main:app"})
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["kind"] == "asgi"
+
+
+def test_pyfunc_testing_serves_the_app_with_its_lifespan(tmp_path):
+    """In-process (no waitress, no deferral): the worker waits for the app, a stream comes from a queue."""
+    from pyfunc.testing import FunctionClient
+
+    with FunctionClient(write_app(tmp_path / "app"), handler="main:app") as client:
+        echo = client.post("/echo?q=1", body=b"abc")
+        assert echo.status == 200 and echo.json["state"] == "hello from lifespan" and echo.json["length"] == 3
+        assert client.get("/chunks").body == b"one two three"
+        failed = client.get("/raise")
+        assert failed.status == 500 and "secret" not in failed.text
+        assert client.get("/nowhere").status == 404
