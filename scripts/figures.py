@@ -259,15 +259,17 @@ def bench_asgi() -> str:
             figures, ratios = [], []
             for conc in ("8", "64"):
                 cell, mine = cells.get(conc) or {}, ours.get(conc) or {}
-                figures.append(f"{cell['rps']:,.0f}" if cell.get("rps") else "FAIL")
+                disturbed = any(r.get("contended") for r in cell.get("rounds", []))
+                figures.append(f"{cell['rps']:,.0f}{' ~' if disturbed else ''}" if cell.get("rps") else "FAIL")
                 ratios.append(f"{mine['rps'] / cell['rps']:.2f}" if cell.get("rps") and mine.get("rps") else "–")
             cold = res["cold"].get(f"{name}/{app}", {})
             rows.append(f"| {title} | {label} | {figures[0]} | {figures[1]} | "
                         f"{'–' if name == 'asgi-pyfunc' else ' / '.join(ratios)} | "
                         f"{cold['cold_ms']:.0f} ms | {cold['rss_mb']:.1f} MB |" if cold.get("cold_ms") else
                         f"| {title} | {label} | {figures[0]} | {figures[1]} | – | FAIL | FAIL |")
-    return ("\n".join(rows) + "\n\nThe same app, the same wrk load and cores; cold start is spawn → first 200, "
-            "idle RSS "
+    return ("\n".join(rows) + "\n\nThe same app, the same wrk load and cores; ~ = at least one round was disturbed "
+            "by other processes on the cores (bench/README.md, Method): compare such cells with care. "
+            "Cold start is spawn → first 200, idle RSS "
             f"0.3 s after it (median of {len(next(iter(res['cold'].values()), {}).get('samples_ms', []))} starts).\n"
             f"{source_line(BENCH_ASGI, res)}\n")
 
