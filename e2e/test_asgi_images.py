@@ -4,6 +4,8 @@ and run as containers: served unchanged, as pyfunc serves them locally (docs/asg
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,7 +38,16 @@ def test_starlette_app_image(tmp_path):
     app.mkdir()
     shutil.copy(ASGI_TESTS / "apps" / "starlette_app.py", app / "starlette_app.py")
     (app / "requirements.txt").write_text("starlette==0.47.2\n")
-    build = fresh_build("asgi-starlette", "--env", "BP_PYTHON_HANDLER=starlette_app:app", path=app)
+    # Starlette and its dependencies as vendored wheels (the host's pip fetches them; the build
+    # runs with --network none, as e2e/test_functions.py's vendored build does).
+    download = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--python-version", "3.11",
+         "--implementation", "cp", "--platform", "manylinux2014_x86_64", "-d", str(app / "vendor"),
+         "starlette==0.47.2"], capture_output=True, text=True, timeout=300)
+    if download.returncode != 0:
+        pytest.fail(f"could not download Starlette's wheels:\n{download.stdout}\n{download.stderr}")
+    build = fresh_build("asgi-starlette", "--network", "none", "--env", "BP_PYTHON_HANDLER=starlette_app:app",
+                        path=app)
     with running(build.image) as fn:
         reply = requests.post(fn.url + "/echo?a=1", json={"k": 1}, timeout=10)
         assert reply.status_code == 200
