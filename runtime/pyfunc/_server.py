@@ -21,7 +21,7 @@ import time
 
 from . import _logs as logs
 from . import _waitress
-from ._app import FunctionApp, awaited
+from ._app import FunctionApp
 from ._binding import compile_binder
 from ._config import Config
 from ._discovery import LoadedFunction, _innermost_frame_in, app_kind, func_python_layout, load_function
@@ -30,16 +30,21 @@ from ._refusals import answerer
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (ms of a cold start)
 if TYPE_CHECKING:
-    from typing import Any, Optional
+    from typing import Any, Optional, Union
 
     from ._asgi import AsgiApp
     from ._eventloop import EpollLoop
+    from ._reload import ErrorApp
     from ._wsgiapp import WsgiApp
+
+    # What the server serves: a plain function's app, an ASGI or WSGI app's (issue 22), or the
+    # load error's page (PYFUNC_SERVE_LOAD_ERRORS).
+    Served = Union[FunctionApp, AsgiApp, WsgiApp, ErrorApp]
 
 logger = logging.getLogger("pyfunc")
 
 
-def build_app(config: Config) -> FunctionApp | AsgiApp | WsgiApp:
+def build_app(config: Config) -> Union[FunctionApp, AsgiApp, WsgiApp]:
     """Load the handler and compile its binder: every check that can fail before the port opens.
 
     A Knative func Python function (func-python's layout) and a handler target naming an ASGI
@@ -73,7 +78,7 @@ def run_start_hook(loaded: LoadedFunction) -> None:
     except (TypeError, ValueError):
         takes_cfg = True
     try:
-        _settle(hook(dict(os.environ)) if takes_cfg else hook())
+        _run_to_completion(hook(dict(os.environ)) if takes_cfg else hook())
     except HandlerLoadError:
         raise  # already says what failed (an ASGI app's lifespan startup, pyfunc._asgi)
     except Exception as exc:
@@ -83,10 +88,12 @@ def run_start_hook(loaded: LoadedFunction) -> None:
                                *(where or (loaded.file, None))) from exc
 
 
-def _settle(result: Any) -> None:
+def _run_to_completion(result: Any) -> None:
     """Run an ``async def`` hook's result to completion (hooks run outside the request loop)."""
     if inspect.isawaitable(result):
         import asyncio
+
+        from ._async import awaited
 
         asyncio.run(awaited(result))
 
@@ -96,7 +103,7 @@ def run_stop_hook(loaded: LoadedFunction) -> None:
     if hook is None:
         return
     try:
-        _settle(hook())
+        _run_to_completion(hook())
     except Exception:
         logger.exception("stop() hook raised")
 
@@ -104,7 +111,7 @@ def run_stop_hook(loaded: LoadedFunction) -> None:
 class Server:
     """A waitress server that drains instead of dropping requests when told to stop."""
 
-    def __init__(self, app: FunctionApp | AsgiApp | WsgiApp, config: Config) -> None:
+    def __init__(self, app: Served, config: Config) -> None:
         from waitress.server import create_server
 
         self.app = app
@@ -138,19 +145,23 @@ class Server:
             # (as under pyfunc-invoker 0.1.0); waitress would drop them, since no proxy is trusted.
             clear_untrusted_proxy_headers=False,
         )
-        self.loop: Optional[EpollLoop] = None
+        make_loop = None
         if hasattr(select, "epoll"):  # Linux
             from ._eventloop import EpollLoop
 
-            self.loop = _waitress.install_loop(self.waitress, EpollLoop)
-            flush_access_lines = logs.defer_access_lines() if self.loop is not None else None
-            if self.loop is not None and flush_access_lines is not None:
+            make_loop = EpollLoop
+        installed = _waitress.install(self.waitress, make_loop=make_loop, answer=answerer(config.access_log),
+                                      defer=getattr(app, "is_async", False),
+                                      receive_timeout=config.receive_timeout)
+        self.loop: Optional[EpollLoop] = installed.loop
+        if self.loop is not None:
+            flush_access_lines = logs.defer_access_lines()
+            if flush_access_lines is not None:
                 self.loop.before_wait.append(flush_access_lines)
-        _waitress.install_refusals(self.waitress, answerer(getattr(app, "access_log", config.access_log)))
-        if getattr(app, "is_async", False) and _waitress.install_deferral(self.waitress):
-            app.enable_deferral()
-        if config.receive_timeout:
-            _waitress.enforce_receive_deadline(self.waitress, config.receive_timeout)
+        enable_deferral = getattr(app, "enable_deferral", None)  # not the load error's page
+        if installed.defers and enable_deferral is not None:
+            # An async handler or an ASGI app (issue 22): parked requests, sinks made by the adapter.
+            enable_deferral(_waitress.StreamSink)
 
     @property
     def port(self) -> int:
@@ -289,6 +300,7 @@ def refuse_new_handshakes(listener: socket.socket) -> bool:
 def serve(config: Config) -> int:
     """Run the function server until SIGTERM/SIGINT; returns the process exit code."""
     logs.configure(config.log_format, config.log_level)
+    app: Served
     try:
         app = build_app(config)
         run_start_hook(app.loaded)
@@ -298,7 +310,7 @@ def serve(config: Config) -> int:
             return 1
         from ._reload import ErrorApp
 
-        app = ErrorApp(exc, config)  # type: ignore[assignment]
+        app = ErrorApp(exc, config)
     try:
         server = Server(app, config)
     except OSError as exc:
@@ -332,9 +344,3 @@ def serve(config: Config) -> int:
     logging.shutdown()
     return 0
 
-
-def free_port() -> int:
-    """An unused TCP port on loopback (for tests and tools)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
