@@ -3,15 +3,16 @@ a Knative func-python instance) under waitress, through pyfunc's event loop and 
 
 waitress speaks WSGI: a worker thread gets the environ of a fully received request. The bridge
 turns it into an ASGI ``http`` scope, hands the request to the shared event loop
-(:class:`pyfunc._app.AsyncRunner`) and raises :class:`pyfunc._waitress.Deferred`, so no worker
+(:class:`pyfunc._async.AsyncRunner`) and raises :class:`pyfunc._deferred.Deferred`, so no worker
 waits while the app awaits. The app's ``send()`` messages are gathered on the loop:
 
 * a complete response (the last ``http.response.body`` has no ``more_body``) wakes the channel,
   and a worker answers it as any pyfunc response (``Content-Length``, access line, metrics);
 * a response sent in several messages (``more_body``: SSE, ``StreamingResponse``) wakes the
   channel at its first body message; a worker sends the head and that chunk, then parks the
-  request again while the loop writes each later message through a
-  :class:`pyfunc._waitress.StreamSink`, with back-pressure, as it is sent.
+  request again while the loop writes each later message through the server's
+  :class:`pyfunc._deferred.Sink` (``enable_deferral``'s ``make_sink``), with back-pressure
+  (_async.room_in), as it is sent. Nothing here imports the waitress adapter.
 
 ``receive()`` hands the body over in 64 KiB ``http.request`` messages read from waitress's
 buffer (waitress has read the whole body, within PYFUNC_MAX_BODY_SIZE, before the app runs),
@@ -37,26 +38,23 @@ import threading
 import time
 
 from . import _logs as logs
-from ._app import (
-    LIVENESS_PATHS,
-    METRICS_PATH,
-    READINESS_PATHS,
-    RESUMED,
-    AsyncRunner,
-    InvocationTimeout,
-    _health_response,
-    awaited,
-)
+from ._app import CLIENT_CLOSED, LIVENESS_PATHS, METRICS_PATH, READINESS_PATHS, health_answer
+from ._async import AsyncRunner, room_in
 from ._config import Config
+from ._deferred import RESUMED, Deferred
 from ._discovery import LoadedFunction
-from ._errors import HandlerLoadError
+from ._errors import HandlerLoadError, InvocationTimeout, RequestError
+from ._failures import Failures
+from ._invocation import Observer
 from ._outcomes import outcome_of_status
 from ._responses import Response, problem
-from ._waitress import Deferred, StreamSink
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (ms of a cold start)
 if TYPE_CHECKING:
     from typing import Any, Awaitable, Callable, Iterable, Iterator, Optional
+
+    from ._deferred import MakeSink, Sink
+    from ._types import Environ, StartResponse
 
 __all__ = ["AsgiApp", "Lifespan", "asgi_loaded"]
 
@@ -68,7 +66,6 @@ ASGI_VERSION = {"version": "3.0", "spec_version": "2.3"}
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
                         "trailers", "transfer-encoding", "upgrade"})
 LIFESPAN_SHUTDOWN_WAIT = 30.0
-CLIENT_CLOSED = 499
 # Where an AsgiCall is (``phase``).
 HEAD, BODY, STREAMING, COMPLETE = "head", "body", "streaming", "complete"
 
@@ -84,7 +81,7 @@ class ClientGone(OSError):
 # ---------------------------------------------------------------------- the request's scope
 
 
-def http_scope(environ: dict[str, Any], state: Optional[dict[str, Any]]) -> dict[str, Any]:
+def http_scope(environ: Environ, state: Optional[dict[str, Any]]) -> dict[str, Any]:
     """The ASGI ``http`` scope of a waitress WSGI environ.
 
     The path is the URL's, percent-decoded and read as UTF-8 as ASGI servers read it (WSGI
@@ -179,7 +176,7 @@ class AsgiCall:
     to stream (:meth:`AsgiApp._resume`).
     """
 
-    def __init__(self, app: AsgiApp, environ: dict[str, Any], scope: dict[str, Any], fields: dict[str, Any],
+    def __init__(self, app: AsgiApp, environ: Environ, scope: dict[str, Any], fields: dict[str, Any],
                  started: float, send_wrapper: Optional[Callable[[Any], Any]] = None) -> None:
         self.app = app
         self.environ = environ
@@ -189,7 +186,7 @@ class AsgiCall:
         self.send_wrapper = send_wrapper
         self.context = contextvars.copy_context()  # the request's log fields, as in a worker
         self.slots: Any = None  # the PYFUNC_MAX_CONCURRENCY slot this holds until answered
-        self.gauge: Any = None
+        self.observer: Optional[Observer] = None  # whose in-flight count this is in until answered
         self.phase = HEAD
         self.status_line = ""
         self.status = 0
@@ -240,14 +237,14 @@ class AsgiCall:
                 logs.request_fields.reset(token)
 
     def release(self) -> None:
-        """Give back the concurrency slot and the in-flight gauge; break the environ's cycle."""
+        """Give back the concurrency slot and the in-flight count; break the environ's cycle."""
         self.environ.pop(RESUMED, None)
         slots, self.slots = self.slots, None
         if slots is not None:
             slots.release()
-        gauge, self.gauge = self.gauge, None
-        if gauge is not None:
-            gauge.dec()
+        observer, self.observer = self.observer, None
+        if observer is not None:
+            observer.left()
 
     # ---- the event loop
 
@@ -353,19 +350,9 @@ class AsgiCall:
 
     async def _write(self, data: bytes) -> None:
         """Write one chunk through the sink, waiting (on the loop) while the client reads slowly."""
-        import asyncio
-
         sink = self.sink
-        loop = asyncio.get_running_loop()
-        while sink.open() and not sink.room():
-            drained = loop.create_future()
-
-            def room(drained: Any = drained) -> None:  # on waitress's I/O loop thread
-                loop.call_soon_threadsafe(_resolve, drained)
-
-            sink.when_room(room)
-            if sink.open() and not sink.room():
-                await drained
+        if not sink.room():
+            await room_in(sink)
         try:
             sink.send(data)
         except Exception as exc:  # noqa: BLE001 - waitress's ClientDisconnected: the client left
@@ -440,34 +427,21 @@ class AsgiCall:
         if wake is not None:
             wake()
 
-    def _failure(self) -> Response:
-        """The 500/504 problem of a request whose app failed before its response (cause logged)."""
-        error = self.error
-        name = self.app.qualname
-        if isinstance(error, InvocationTimeout):
-            logger.error("%s timed out after %ss", name, self.app.timeout)
-            return problem(504, "timeout", f"the function did not finish within {self.app.timeout}s")
-        if isinstance(error, AsgiProtocolError):
-            logger.error("%s broke the ASGI protocol: %s", name, error)
-            return problem(500, "invalid-reply", "the app's response broke the ASGI protocol; the cause is in the log")
-        logger.error("%s raised %s", name, type(error).__name__, exc_info=error)
-        if self.app.debug and error is not None:
-            text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-            return problem(500, "function-error", f"the function raised {text}; the traceback is in the log",
-                           exception=text)
-        return problem(500, "function-error", "the function raised an exception; the traceback is in the log")
+    def _failure(self) -> tuple[str, Response]:
+        """The outcome and the 500/504 problem of a request whose app failed before its response
+        (the cause logged): the failure table every pyfunc function answers from (_failures.py)."""
+        error = self.error if self.error is not None else AsgiProtocolError("the app sent no response")
+        outcome, response = self.app.failures(error)
+        if not isinstance(response, Response):  # an exception that is its own (werkzeug) answer
+            response = problem(500, "function-error", "the function raised an exception; the traceback is in the log")
+        return outcome, response
 
 
-def _content_length(environ: dict[str, Any]) -> int:
+def _content_length(environ: Environ) -> int:
     try:
         return max(0, int(environ.get("CONTENT_LENGTH") or 0))
     except ValueError:
         return 0
-
-
-def _resolve(future: Any) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 class AsgiStream:
@@ -475,10 +449,10 @@ class AsgiStream:
 
     __slots__ = ("call", "environ", "sink")
 
-    def __init__(self, call: AsgiCall, sink: StreamSink) -> None:
+    def __init__(self, call: AsgiCall, sink: Sink) -> None:
         self.call = call
         self.environ = call.environ
-        self.sink = sink  # _DeferringChannel.service looks for it: the task ends the stream
+        self.sink = sink  # the server looks for it (_waitress.deferral): its task ends the stream
 
     def start(self, wake: Callable[[], None]) -> None:
         self.call.app.runner.loop.call_soon_threadsafe(self.call.attach, self.sink, wake)
@@ -642,7 +616,7 @@ class AsgiApp:
     is_async = True
 
     def __init__(self, loaded: LoadedFunction, config: Config, asgi: Callable[..., Awaitable[Any]],
-                 *, prepare: Optional[Callable[[dict[str, Any], dict[str, Any]], Optional[Response]]] = None,
+                 *, prepare: Optional[Callable[[Environ, dict[str, Any], dict[str, Any]], None]] = None,
                  send_wrapper: Optional[Callable[[Any], Any]] = None, kind: str = "asgi") -> None:
         self.loaded = loaded
         self.config = config
@@ -659,34 +633,47 @@ class AsgiApp:
         self.tracing: Any = None
         self.runner = AsyncRunner()
         self._async = self.runner  # pyfunc.testing stops it on close
+        self._make_sink: Optional[MakeSink] = None
         self.lifespan: Optional[Lifespan] = None
         # Health paths besides pyfunc's own: func.yaml's deploy.healthEndpoints (pyfunc._funcpython).
         self.health_paths: dict[str, str] = {}
         self._slots = threading.BoundedSemaphore(config.max_concurrency) if config.max_concurrency > 0 else None
+        # What every function's invocations answer and report through (_failures.py, _invocation.Observer).
+        self.failures = Failures(loaded.qualname, config.timeout, config.debug)
+        self.failures.register(AsgiProtocolError, self._protocol_error)
         self.metrics: Any = None
+        observer = Observer()
         if config.metrics:
-            from ._metrics import Metrics
+            from ._metrics import Metrics, MetricsObserver
 
             self.metrics = Metrics()
+            observer = MetricsObserver(self.metrics)
+        self.observer = observer
 
     # The server's hooks (pyfunc._server.Server, serve).
-    def enable_deferral(self) -> bool:
+    def enable_deferral(self, make_sink: MakeSink) -> bool:
+        """Park requests while the app runs; streams go to the sinks ``make_sink`` makes."""
         self.defers = True
+        self._make_sink = make_sink
         return True
 
     def enable_tracing(self) -> bool:
         return False  # spans around ASGI requests: not yet (docs/asgi.md)
 
     def on_ready(self) -> None:
-        if self.metrics is not None:
-            self.metrics.ready()
+        self.observer.ready()
+
+    def _protocol_error(self, exc: BaseException) -> tuple[str, Response]:
+        logger.error("%s broke the ASGI protocol: %s", self.qualname, exc)
+        return "error", problem(500, "invalid-reply",
+                                "the app's response broke the ASGI protocol; the cause is in the log")
 
     def async_runner(self) -> AsyncRunner:
         return self.runner
 
     # ------------------------------------------------------------------ WSGI entry point
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         resumed = environ.get(RESUMED)
         if resumed is not None:
             return self._resume(resumed, environ, start_response)
@@ -720,48 +707,47 @@ class AsgiApp:
             logs.request_fields.reset(token)
 
     def health(self, which: str) -> Response:
-        return health_of(self, which)
+        return health_answer(self.loaded.hooks, which, self.draining, self.debug,
+                             lambda awaitable: self.runner.run(awaitable, 5.0))
 
-    def invoke(self, environ: dict[str, Any], fields: dict[str, Any], started: float,
-               start_response: Callable[..., Any]) -> Any:
+    def invoke(self, environ: Environ, fields: dict[str, Any], started: float, start_response: StartResponse) -> Any:
         """A refusal (a Response), or the answer of :meth:`_wait`; raises Deferred when deferring."""
         slots = self._slots
         if slots is not None and not slots.acquire(blocking=False):
-            if self.metrics is not None:
-                self.metrics.invocation("rejected", None, None)
+            self.observer.rejected()
             return problem(429, "too-many-requests", f"more than {self.config.max_concurrency} invocations in progress")
-        gauge = self.metrics.in_flight if self.metrics is not None else None
-        if gauge is not None:
-            gauge.inc()
+        self.observer.entered()
+        observer: Optional[Observer] = self.observer
         try:
-            fields["trace_id"] = logs.trace_id(environ.get("HTTP_TRACEPARENT"))
             scope = http_scope(environ, self.lifespan.state if self.lifespan is not None else None)
-            if self.prepare is not None:
-                refusal = self.prepare(environ, scope)
-                if refusal is not None:
-                    if self.metrics is not None:
-                        self.metrics.invocation("rejected", None, None)
-                    return refusal
+            if self.prepare is None:
+                fields["trace_id"] = logs.trace_id(environ.get("HTTP_TRACEPARENT"))
+            else:
+                try:
+                    self.prepare(environ, scope, fields)  # sets the log fields (trace id, ce_*)
+                except RequestError as exc:  # as _invocation.Invoker.refuse answers it
+                    self.observer.rejected()
+                    return self.failures.response(exc)
             call = AsgiCall(self, environ, scope, fields, started, self.send_wrapper)
             call.slots, slots = slots, None
-            call.gauge, gauge = gauge, None
+            call.observer, observer = observer, None  # in flight until it is answered
             if self.defers:
                 raise Deferred(call)
             return self._wait(call, start_response)
         finally:
-            if gauge is not None:
-                gauge.dec()
+            if observer is not None:
+                observer.left()
             if slots is not None:
                 slots.release()
 
-    def _wait(self, call: AsgiCall, start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def _wait(self, call: AsgiCall, start_response: StartResponse) -> Iterable[bytes]:
         """Without deferral: this worker waits for the call (pyfunc.testing, or no waitress support)."""
         done = threading.Event()
         call.start(done.set)
         done.wait()
         return self._resume(call, call.environ, start_response)
 
-    def _resume(self, call: Any, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def _resume(self, call: Any, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         """Answer a call whose response is complete, failed or begins to stream."""
         token = logs.request_fields.set(call.fields)
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
@@ -775,9 +761,9 @@ class AsgiApp:
                 write = start_response(call.status_line, call.headers)
                 first = b"".join(call.chunks)
                 call.chunks = []
-                if self.defers:
+                if self._make_sink is not None:
                     write(first)
-                    raise Deferred(AsgiStream(call, StreamSink(write)))
+                    raise Deferred(AsgiStream(call, self._make_sink(write)))
                 sink = QueueSink()
                 self.runner.loop.call_soon_threadsafe(call.attach, sink, sink.finish)
                 return _chained(first, sink.chunks(call))
@@ -787,10 +773,9 @@ class AsgiApp:
                 result = _send(response, environ, start_response, keep_length=method == "HEAD")
                 self._count(call.status, seconds)
             else:
-                response = call._failure()
+                outcome, response = call._failure()
                 result = _send(response, environ, start_response)
-                if self.metrics is not None:
-                    self.metrics.invocation("timeout" if response.status == 504 else "error", None, seconds)
+                self.observer.invoked(outcome, response, None, seconds)
             if self.access_log:
                 logs.access(method, path, response.status, seconds, call.fields)
             return result
@@ -798,36 +783,7 @@ class AsgiApp:
             logs.request_fields.reset(token)
 
     def _count(self, status: int, seconds: float) -> None:
-        if self.metrics is not None:
-            self.metrics.invocation(outcome_of_status(status, True), None, seconds)
-
-
-def health_of(app: Any, which: str) -> Response:
-    """``/health/liveness`` and ``/health/readiness`` from the ``alive``/``ready`` hooks (503 while
-    draining), as FunctionApp.health answers them: for AsgiApp and WsgiApp."""
-    if which == "ready" and app.draining:
-        return _health_response(False, "draining")
-    hook = app.loaded.hooks.get(which)
-    if hook is None:
-        return _health_response(True, "ok")
-    try:
-        result = hook()
-        if inspect.isawaitable(result):
-            runner = getattr(app, "runner", None)
-            if runner is None:
-                import asyncio
-
-                result = asyncio.run(awaited(result))
-            else:
-                result = runner.run(result, 5.0)
-    except Exception:
-        logger.exception("the %s() hook raised", which)
-        return _health_response(False, f"{which}() raised an exception; the traceback is in the log")
-    if isinstance(result, tuple):
-        ok, message = bool(result[0]), str(result[1]) if len(result) > 1 else ""
-    else:
-        ok, message = bool(result), ""
-    return _health_response(ok, message or ("ok" if ok else "not " + which))
+        self.observer.invoked(outcome_of_status(status, True), None, None, seconds)
 
 
 def _chained(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
@@ -836,7 +792,7 @@ def _chained(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
     yield from rest
 
 
-def _send(response: Response, environ: dict[str, Any], start_response: Callable[..., Any],
+def _send(response: Response, environ: Environ, start_response: StartResponse,
           keep_length: bool = False) -> Iterable[bytes]:
     """A complete response: its own Content-Length (an app's is kept only for HEAD, whose body is empty)."""
     body = response.body

@@ -8,7 +8,8 @@ of the environment, once before the first request), ``stop()``, ``alive()`` and 
 instance runs as an ASGI app of pyfunc's (pyfunc._asgi), its hooks as pyfunc's hooks.
 
 The CloudEvents flavour (``invoke: cloudevent`` in func.yaml, as ``func create -t cloudevents``
-writes it) decodes the request with pyfunc's own codec before the app runs: ``scope["event"]``
+writes it) decodes the request as every pyfunc function's is (_invocation.decode: the codec, the
+log's ``ce_*`` fields, the same 400/415 refusals) before the app runs: ``scope["event"]``
 is the SDK's event (``cloudevents.core.v1.event.CloudEvent`` with SDK 2.x, the 1.x
 ``cloudevents.http.CloudEvent`` where only 1.x is installed), and ``send`` also takes an event:
 ``await send(event)`` answers in structured mode, ``await send.binary(event)`` in binary mode.
@@ -29,13 +30,15 @@ import re
 from . import _codec as codec
 from ._asgi import AsgiApp
 from ._config import Config
-from ._discovery import LoadedFunction, _import_module, _innermost_frame_in, _line_of
+from ._discovery import LoadedFunction, _import_module, _innermost_frame_in, _source_line_of
 from ._errors import HandlerLoadError, RequestError
-from ._responses import Response, problem
+from ._invocation import decode
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (ms of a cold start)
 if TYPE_CHECKING:
-    from typing import Any, Callable, Optional
+    from typing import Any, Callable
+
+    from ._types import Environ
 
 __all__ = ["PACKAGE", "load_func_python", "CloudEventSender"]
 
@@ -97,7 +100,8 @@ def load_func_python(config: Config) -> AsgiApp:
         try:
             instance = factory()
         except Exception as exc:
-            where = _innermost_frame_in(workspace, exc) or (inspect.getsourcefile(factory) or file, _line_of(factory))
+            where = _innermost_frame_in(workspace, exc) or (inspect.getsourcefile(factory) or file,
+                                                            _source_line_of(factory))
             raise HandlerLoadError(f"new() raised {type(exc).__name__}: {exc}", *where) from None
         name = "new"
         origin: Any = factory
@@ -107,13 +111,13 @@ def load_func_python(config: Config) -> AsgiApp:
         raise HandlerLoadError(f"package {PACKAGE!r} exports neither 'new' (a factory returning the function "
                                "instance) nor 'handle' (an async ASGI handler)", file)
     handle = getattr(instance, "handle", None)
-    where = (inspect.getsourcefile(origin) if inspect.isfunction(origin) else None) or file, _line_of(origin)
+    where = (inspect.getsourcefile(origin) if inspect.isfunction(origin) else None) or file, _source_line_of(origin)
     if not callable(handle):
         raise HandlerLoadError(f"the instance new() returned ({type(instance).__name__}) has no handle method", *where)
     if not inspect.iscoroutinefunction(inspect.unwrap(handle)):
         raise HandlerLoadError("handle must be 'async def handle(self, scope, receive, send)' (an ASGI handler)",
                                inspect.getsourcefile(handle) if inspect.ismethod(handle) else where[0],
-                               _line_of(handle))
+                               _source_line_of(handle))
     hooks = {hook: obj for hook in HOOKS if callable(obj := getattr(instance, hook, None))}
     loaded = LoadedFunction(handle, module, name, file, hooks)
     if is_cloudevent_function(workspace):
@@ -135,8 +139,9 @@ class _BareHandle:
 # ---------------------------------------------------------------------- the CloudEvents flavour
 
 
-def decode_event(environ: dict[str, Any], scope: dict[str, Any]) -> Optional[Response]:
-    """Put the request's event in ``scope["event"]`` as the SDK's type; a refusal if it is none.
+def decode_event(environ: Environ, scope: dict[str, Any], fields: dict[str, Any]) -> None:
+    """Put the request's event in ``scope["event"]`` as the SDK's type; raises RequestError if it is
+    none (AsgiApp answers it from the failure table, as Invoker.refuse does).
 
     The body stays readable through ``receive()`` (read here from waitress's buffer, handed back).
     """
@@ -147,15 +152,10 @@ def decode_event(environ: dict[str, Any], scope: dict[str, Any]) -> Optional[Res
         length = 0
     body: bytes = stream.read(length) if stream is not None and length > 0 else b""
     environ["wsgi.input"] = io.BytesIO(body)
-    try:
-        mode, events = codec.decode_request(environ, body)
-    except RequestError as exc:
-        extra: dict[str, Any] = {"errors": exc.errors} if exc.errors else {}
-        return problem(exc.status, exc.reason, exc.detail, **extra)
+    mode, events = decode(environ, body, fields)
     if mode == codec.BATCH:
-        return problem(400, "batch-unsupported", "a func-python function takes one event per request, not a batch")
+        raise RequestError("batch-unsupported", "a func-python function takes one event per request, not a batch")
     scope["event"] = sdk_event(events[0])
-    return None
 
 
 def sdk_event(event: codec.Event) -> Any:

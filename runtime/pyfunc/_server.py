@@ -301,9 +301,11 @@ def serve(config: Config) -> int:
     """Run the function server until SIGTERM/SIGINT; returns the process exit code."""
     logs.configure(config.log_format, config.log_level)
     app: Served
+    serving: Optional[Union[FunctionApp, AsgiApp, WsgiApp]] = None  # None: the load error's page
     try:
         app = build_app(config)
         run_start_hook(app.loaded)
+        serving = app
     except HandlerLoadError as exc:
         if not config.serve_load_errors:
             print(f"pyfunc: error: {exc}", file=sys.stderr)
@@ -324,9 +326,9 @@ def serve(config: Config) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     loaded: Optional[LoadedFunction] = getattr(app, "loaded", None)
-    if isinstance(app, FunctionApp) or hasattr(app, "on_ready"):  # (and AsgiApp, WsgiApp: issue 22)
-        app.enable_tracing()  # after start(), which may have installed a tracer provider
-        app.on_ready()  # eventing hook (_metrics.py): the port is open, the startup time is known
+    if serving is not None:  # a function's app, or an ASGI or WSGI app's (issue 22)
+        serving.enable_tracing()  # after start(), which may have installed a tracer provider
+        serving.on_ready()  # eventing hook (_metrics.py): the port is open, the startup time is known
     logger.info(
         "serving %s from %s on http://%s:%d (%d-%d threads)",
         loaded.qualname if loaded else "nothing (load error)",

@@ -15,8 +15,7 @@ import threading
 import time
 
 from . import _logs as logs
-from ._app import LIVENESS_PATHS, METRICS_PATH, READINESS_PATHS
-from ._asgi import health_of
+from ._app import LIVENESS_PATHS, METRICS_PATH, READINESS_PATHS, health_answer
 from ._config import Config
 from ._discovery import LoadedFunction
 from ._outcomes import outcome_of_status
@@ -25,6 +24,9 @@ from ._responses import problem
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (ms of a cold start)
 if TYPE_CHECKING:
     from typing import Any, Callable, Iterable
+
+    from ._deferred import MakeSink
+    from ._types import Environ, StartResponse
 
 __all__ = ["WsgiApp"]
 
@@ -56,7 +58,7 @@ class WsgiApp:
     def enable_tracing(self) -> bool:
         return False
 
-    def enable_deferral(self) -> bool:
+    def enable_deferral(self, make_sink: MakeSink) -> bool:
         return False  # a WSGI app answers in its worker
 
     def on_ready(self) -> None:
@@ -64,9 +66,9 @@ class WsgiApp:
             self.metrics.ready()
 
     def health(self, which: str) -> Any:
-        return health_of(self, which)
+        return health_answer(self.loaded.hooks, which, self.draining, self.config.debug, _run_to_completion)
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         started = time.perf_counter()
         fields = {"request_id": environ.get("HTTP_X_REQUEST_ID") or logs.next_request_id()}
         token = logs.request_fields.set(fields)
@@ -93,7 +95,7 @@ class WsgiApp:
         finally:
             logs.request_fields.reset(token)
 
-    def _invoke(self, environ: dict[str, Any], start_response: Callable[..., Any], status_box: list[int],
+    def _invoke(self, environ: Environ, start_response: StartResponse, status_box: list[int],
                 fields: dict[str, Any], started: float) -> Iterable[bytes]:
         slots = self._slots
         if slots is not None and not slots.acquire(blocking=False):
@@ -121,6 +123,15 @@ class WsgiApp:
         if self.access_log:
             logs.access(environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""), status_box[0], seconds, fields)
         return result
+
+
+def _run_to_completion(awaitable: Any) -> Any:
+    """An ``async def`` health hook's result: no event loop runs beside a WSGI app, so a new one."""
+    import asyncio
+
+    from ._async import awaited
+
+    return asyncio.run(awaited(awaitable))
 
 
 def _body(response: Any) -> bytes:
