@@ -28,7 +28,8 @@ def detect(directory: Path, handler: str = "") -> subprocess.CompletedProcess:
     ({"main.py": ""}, "main:app", True),  # an ASGI/WSGI app
     ({"pkg/__init__.py": "", "pkg/web.py": ""}, "pkg.web:app", True),
     ({"main.py": ""}, "other:app", False),
-    ({"main.py": ""}, "main:", False),
+    ({"main.py": ""}, "main:", True),  # the module's one function, as parse_target reads it
+    ({"main.py": ""}, "main:not-an-app", False),
     ({"main.py": ""}, "", False),
     ({"function/func.py": ""}, "", False),  # no package: not func's layout
 ])
