@@ -120,8 +120,14 @@ def venv_python(name: str) -> Path:
     return VENVS / SERVERS.get(name, {}).get("venv", name) / "bin" / "python"
 
 
+# Servers another scenario module adds (asgi_bench.py): name -> command(name, mode, port).
+EXTRA_COMMANDS: dict = {}
+
+
 def server_command(name: str, mode: str, port: int) -> tuple[list[str], dict, Path]:
     """argv, extra env and cwd to start server `name` in `mode` ('hello' or 'ce')."""
+    if name in EXTRA_COMMANDS:
+        return EXTRA_COMMANDS[name](name, mode, port)
     py = str(venv_python(name))
     env = {"PORT": str(port), "PYTHONUNBUFFERED": "1"}
     if name == "raw":
@@ -629,8 +635,8 @@ def _ensure_venv(name: str) -> dict:
         log(f"creating venv {d}")
         shutil.rmtree(d, ignore_errors=True)
         subprocess.run([sys.executable, "-m", "venv", str(d)], check=True)
-        if "@repo" in reqs:  # with the extras the --group eventing variants (and --only oidc) import
-            pip(venv_python(name), f"{repo_snapshot()}[redis,metrics,oidc]")
+        if "@repo" in reqs:  # with the extras the --group eventing variants (and --only oidc) import (and any pins)
+            pip(venv_python(name), f"{repo_snapshot()}[redis,metrics,oidc]", *(r for r in reqs if r != "@repo"))
         else:
             pip(venv_python(name), *reqs)
         stamp.write_text(key)
@@ -1074,10 +1080,12 @@ def main() -> int:
                     help="re-measure a cell disturbed by other processes up to N times")
     ap.add_argument("--render-only", action="store_true",
                     help="rewrite NAME.md from an existing NAME.json (no measuring)")
-    ap.add_argument("--only", choices=["io", "oidc"],
+    ap.add_argument("--only", choices=["io", "oidc", "asgi"],
                     help="io: only the I/O scenario (handlers that wait 1 s, bench/io_bench.py), "
                          "written to io.{md,json}; oidc: token verification on vs off "
-                         "(bench/oidc_bench.py), written to oidc.{md,json}")
+                         "(bench/oidc_bench.py), written to oidc.{md,json}; "
+                         "asgi: only the ASGI scenario (Starlette and func-python apps under pyfunc, uvicorn and "
+                         "Hypercorn, bench/asgi_bench.py), written to asgi.{md,json}")
     args = ap.parse_args()
     if args.only == "io":
         import io_bench
@@ -1089,6 +1097,11 @@ def main() -> int:
 
         os.sched_setaffinity(0, {int(args.load_core)})
         return oidc_bench.main(args)
+    if args.only == "asgi":
+        import asgi_bench
+
+        os.sched_setaffinity(0, {int(args.load_core)})
+        return asgi_bench.main(args)
     args.name = args.name or (args.group or ("quick" if args.quick else "latest"))
     if args.render_only:
         out = Path(args.out)

@@ -34,6 +34,7 @@ BENCH_IO = "bench/results/io.json"
 BENCH_EVENTING = "bench/results/eventing.json"
 BENCH_OIDC = "bench/results/oidc.json"
 BENCH_INSTRUCTIONS = "bench/results/instructions.json"
+BENCH_ASGI = "bench/results/asgi.json"
 CONTAINERS = "e2e/results/containers.json"
 CLUSTER = "e2e/results/cluster.json"
 RELIABILITY = "tests/reliability/results"
@@ -240,6 +241,41 @@ def bench_io() -> str:
         rows.append(f"| {variant['label']} | {idle} | " + " | ".join(cells) + " |")
     return ("\n".join(rows) + f"\n\nWall time of a wave of c concurrent requests (median of {res['waves']} waves), "
             f"p99 latency, peak RSS of the server.\n{source_line(BENCH_IO, res)}\n")
+
+
+def bench_asgi() -> str:
+    """ASGI code under pyfunc and under uvicorn, Hypercorn, func-python (bench/asgi_bench.py): a row per app."""
+    res = load(BENCH_ASGI)
+    if res is None:
+        return missing(BENCH_ASGI, "`python3 bench/run.py --only asgi`")
+    apps = {"starlette-json": ("ASGI app (Starlette JSON echo, 100 B)",
+                               [("asgi-pyfunc", "**pyfunc**"), ("asgi-uvicorn", "uvicorn 0.35.0"),
+                                ("asgi-hypercorn", "Hypercorn 0.17.3")]),
+            "func-http": ("func-python function (func's HTTP template)",
+                          [("asgi-pyfunc", "**pyfunc**"), ("funcpy", "func-python 0.8.1 (Hypercorn)"),
+                           ("asgi-uvicorn", "func-python's middleware on uvicorn 0.35.0")])}
+    rows = ["| app | server | req/s c=8 | req/s c=64 | pyfunc ÷ it (c=8 / c=64) | cold start | idle RSS |",
+            "|---|---|---|---|---|---|---|"]
+    for app, (title, servers) in apps.items():
+        ours = res["cells"].get(f"asgi-pyfunc/{app}", {})
+        for name, label in servers:
+            cells = res["cells"].get(f"{name}/{app}", {})
+            figures, ratios = [], []
+            for conc in ("8", "64"):
+                cell, mine = cells.get(conc) or {}, ours.get(conc) or {}
+                disturbed = any(r.get("contended") for r in cell.get("rounds", []))
+                figures.append(f"{cell['rps']:,.0f}{' ~' if disturbed else ''}" if cell.get("rps") else "FAIL")
+                ratios.append(f"{mine['rps'] / cell['rps']:.2f}" if cell.get("rps") and mine.get("rps") else "–")
+            cold = res["cold"].get(f"{name}/{app}", {})
+            rows.append(f"| {title} | {label} | {figures[0]} | {figures[1]} | "
+                        f"{'–' if name == 'asgi-pyfunc' else ' / '.join(ratios)} | "
+                        f"{cold['cold_ms']:.0f} ms | {cold['rss_mb']:.1f} MB |" if cold.get("cold_ms") else
+                        f"| {title} | {label} | {figures[0]} | {figures[1]} | – | FAIL | FAIL |")
+    return ("\n".join(rows) + "\n\nThe same app, the same wrk load and cores; ~ = at least one round was disturbed "
+            "by other processes on the cores (bench/README.md, Method): compare such cells with care. "
+            "Cold start is spawn → first 200, idle RSS "
+            f"0.3 s after it (median of {len(next(iter(res['cold'].values()), {}).get('samples_ms', []))} starts).\n"
+            f"{source_line(BENCH_ASGI, res)}\n")
 
 
 def bench_instructions() -> str:
@@ -504,7 +540,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "image-sizes": image_sizes, "reliability": reliability, "bench-io": bench_io,
     "bench-eventing": bench_eventing, "bench-oidc": bench_oidc, "bench-instructions": bench_instructions,
     "bench-docker": bench_docker, "metrics-cost": metrics_cost, "serving-memory": serving_memory,
-    "cluster": cluster,
+    "cluster": cluster, "bench-asgi": bench_asgi,
 }
 
 

@@ -9,6 +9,7 @@
 #   scripts/locks/test.lock    pyfunc + its [test] extra: the .venv of scripts/test.sh
 #   scripts/locks/waitress-floor.lock  the oldest waitress pyproject allows (scripts/test-waitress-floor.sh)
 #   scripts/locks/sdk2.lock    cloudevents 2.x over test.lock (scripts/test-sdk2.sh; 2.x needs Python >= 3.10)
+#   scripts/locks/asgi.lock    pyfunc[test] + func-python, uvicorn, hypercorn, Starlette, FastAPI (scripts/test-asgi.sh)
 #   scripts/locks/pip-audit.lock  the auditor's own dependencies (scripts/audit.sh)
 #   scripts/locks/uv.lock, pip.lock  uv itself, and the pip every tool venv is brought to first
 #     (lib.sh's py_tool: the machine's own pip may be too old to install a lock)
@@ -42,6 +43,12 @@ step "uv pip compile cloudevents==2.2.0 -> scripts/locks/sdk2.lock"
 # The 2.x end of pyproject's range, with its own dependencies (dateutil, deprecation).
 echo "cloudevents==2.2.0" | "$uv" pip compile --quiet --generate-hashes --universal --python-version 3.10 \
   --custom-compile-command "scripts/lock.sh" -o scripts/locks/sdk2.lock - ${UPGRADE:+--upgrade}
+step "uv pip compile pyproject.toml[test] + scripts/locks/asgi.in -> scripts/locks/asgi.lock"
+# func-python, uvicorn, hypercorn, Starlette, FastAPI (tests/asgi, bench/): a whole venv of its own
+# (.venv-asgi, scripts/test-asgi.sh), on cloudevents 2.x as func-python requires (Python >= 3.10).
+"$uv" pip compile --quiet --generate-hashes --universal --python-version 3.10 --extra test \
+  --custom-compile-command "scripts/lock.sh" -o scripts/locks/asgi.lock pyproject.toml \
+  scripts/locks/build-backend.in scripts/locks/asgi.in ${UPGRADE:+--upgrade}
 step "uv pip compile pip-audit==$PIP_AUDIT_VERSION -> scripts/locks/pip-audit.lock"
 # pip-audit itself needs Python >= 3.10 (the hosts run 3.11).
 echo "pip-audit==$PIP_AUDIT_VERSION" | "$uv" pip compile --quiet --generate-hashes --universal \

@@ -70,6 +70,9 @@ scripts/test-waitress-floor.sh
 step "cloudevents 2.x: the binding tests on the SDK's other major"
 scripts/test-sdk2.sh
 
+step "ASGI: Starlette, FastAPI and func-python functions under pyfunc, against uvicorn and func-python"
+scripts/test-asgi.sh
+
 if [ "${PYFUNC_SKIP_E2E:-0}" = 1 ]; then
   step "pytest (not e2e)"
   exec .venv/bin/python -m pytest -m "not e2e" "$@"  # pytest's 5 ("no tests collected") is never a pass

@@ -31,7 +31,7 @@ from ._responses import AsyncChunks, Response, problem
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (ms of a cold start)
 if TYPE_CHECKING:
-    from typing import Any, Iterable, Optional
+    from typing import Any, Callable, Iterable, Optional
 
     from ._async import AsyncInvocation
     from ._deferred import MakeSink
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from ._tracing import Tracing
     from ._types import Environ, StartResponse
 
-__all__ = ["FunctionApp", "default_source"]
+__all__ = ["FunctionApp", "default_source", "health_answer"]
 
 logger = logging.getLogger("pyfunc")
 
@@ -227,25 +227,8 @@ class FunctionApp:
     # ------------------------------------------------------------------ health
 
     def health(self, which: str) -> Response:
-        if which == "ready" and self.draining:
-            return _health_response(False, "draining")
-        hook = self.loaded.hooks.get(which)
-        if hook is None:
-            return _health_response(True, "ok")
-        try:
-            result = hook()
-            if inspect.isawaitable(result):
-                result = self.invoker.runner().run(result, 5.0)
-        except Exception as exc:
-            logger.exception("the %s() hook raised", which)
-            # The probe body is public like a 500's: it names the exception only with PYFUNC_DEBUG.
-            return _health_response(False, f"{which}() raised {exception_text(exc)}" if self.debug
-                                    else f"{which}() raised an exception; the traceback is in the log")
-        if isinstance(result, tuple):
-            ok, message = bool(result[0]), str(result[1]) if len(result) > 1 else ""
-        else:
-            ok, message = bool(result), ""
-        return _health_response(ok, message or ("ok" if ok else "not " + which))
+        return health_answer(self.loaded.hooks, which, self.draining, self.debug,
+                             lambda awaitable: self.invoker.runner().run(awaitable, 5.0))
 
     # ------------------------------------------------------------------ admission
 
@@ -300,6 +283,33 @@ def default_source(loaded: LoadedFunction) -> str:
         revision = os.environ.get("K_REVISION")
         return f"/apis/serving.knative.dev/v1/services/{service}" + (f"/revisions/{revision}" if revision else "")
     return f"/pyfunc/{loaded.qualname}"
+
+
+def health_answer(hooks: dict[str, Callable[..., Any]], which: str, draining: bool, debug: bool,
+                  run: Callable[[Any], Any]) -> Response:
+    """``/health/liveness`` (``which`` "alive") or ``/health/readiness`` ("ready") from the hook of
+    that name: 503 while draining or when it says no. ``run`` waits for an ``async def`` hook's
+    awaitable. Shared by every app the server can serve (FunctionApp, pyfunc._asgi, pyfunc._wsgiapp).
+    """
+    if which == "ready" and draining:
+        return _health_response(False, "draining")
+    hook = hooks.get(which)
+    if hook is None:
+        return _health_response(True, "ok")
+    try:
+        result = hook()
+        if inspect.isawaitable(result):
+            result = run(result)
+    except Exception as exc:
+        logger.exception("the %s() hook raised", which)
+        # The probe body is public like a 500's: it names the exception only with PYFUNC_DEBUG.
+        return _health_response(False, f"{which}() raised {exception_text(exc)}" if debug
+                                else f"{which}() raised an exception; the traceback is in the log")
+    if isinstance(result, tuple):
+        ok, message = bool(result[0]), str(result[1]) if len(result) > 1 else ""
+    else:
+        ok, message = bool(result), ""
+    return _health_response(ok, message or ("ok" if ok else "not " + which))
 
 
 def _health_response(ok: bool, message: str) -> Response:

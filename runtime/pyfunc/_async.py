@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from ._responses import AsyncChunks
     from ._types import Environ
 
-__all__ = ["AsyncInvocation", "AsyncRunner", "AsyncStream", "CallRunner", "awaited"]
+__all__ = ["AsyncInvocation", "AsyncRunner", "AsyncStream", "CallRunner", "awaited", "room_in"]
 
 logger = logging.getLogger("pyfunc")
 
@@ -305,22 +305,12 @@ class AsyncStream:
             self.task.cancel()
 
     async def _pump(self) -> None:
-        import asyncio
-
         sink = self.sink
-        loop = asyncio.get_running_loop()
         async for data in self.body.encoded():
             if not data:
                 continue
-            while sink.open() and not sink.room():
-                drained = loop.create_future()
-
-                def room(drained: Any = drained) -> None:  # on the server's I/O thread
-                    loop.call_soon_threadsafe(_resolve, drained)
-
-                sink.when_room(room)
-                if sink.open() and not sink.room():  # else it drained before the callback was set
-                    await drained
+            if not sink.room():
+                await room_in(sink)
             sink.send(data)  # raises (waitress's ClientDisconnected) once the client left
 
     def _done(self, task: Any) -> None:
@@ -348,6 +338,23 @@ class AsyncStream:
 
     def abandon(self) -> None:
         pass  # the slot was given back and the access line written when the stream began
+
+
+async def room_in(sink: Sink) -> None:
+    """Wait, on the loop, until ``sink`` has room for a chunk or its client left: the back-pressure
+    of every stream sent from the event loop (AsyncStream, pyfunc._asgi's streamed responses)."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    while sink.open() and not sink.room():
+        drained = loop.create_future()
+
+        def room(drained: Any = drained) -> None:  # on the server's I/O thread
+            loop.call_soon_threadsafe(_resolve, drained)
+
+        sink.when_room(room)
+        if sink.open() and not sink.room():  # else it drained before the callback was set
+            await drained
 
 
 def _resolve(future: Any) -> None:

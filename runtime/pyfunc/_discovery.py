@@ -187,3 +187,46 @@ def _source_line_of(obj: Any) -> Optional[int]:
         return inspect.getsourcelines(obj)[1]
     except (OSError, TypeError):
         return None
+
+
+# ---------------------------------------------------------------------- ASGI and WSGI apps (pyfunc._asgi)
+
+ASGI_PARAMETERS = ("scope", "receive", "send")
+WSGI_PARAMETERS = ("environ", "start_response")
+
+
+def func_python_layout(directory: os.PathLike[str] | str, target: str) -> bool:
+    """A Knative func Python function (func-python's layout: ``function/__init__.py``), served
+    with no configuration: the handler target is the default and there is no ``handler.py``."""
+    workspace = os.fspath(directory)
+    return (target == DEFAULT_TARGET and not os.path.isfile(os.path.join(workspace, "handler.py"))
+            and os.path.isfile(os.path.join(workspace, "function", "__init__.py")))
+
+
+def app_kind(obj: Any) -> Optional[str]:
+    """``"asgi"`` for an ASGI 3 application, ``"wsgi"`` for a WSGI one, None for a function to bind.
+
+    An ASGI app is an object whose ``__call__`` is ``async def`` (Starlette, FastAPI, their
+    middleware) or an ``async def`` function taking exactly ``(scope, receive, send)``; a WSGI
+    app is a Flask app (``wsgi_app``), or a callable taking exactly ``(environ, start_response)``.
+    """
+    if inspect.isclass(obj) or not callable(obj):
+        return None
+    if inspect.isfunction(obj) or inspect.ismethod(obj):
+        names = _parameter_names(obj)
+        if names == ASGI_PARAMETERS and inspect.iscoroutinefunction(inspect.unwrap(obj)):
+            return "asgi"
+        return "wsgi" if names == WSGI_PARAMETERS else None
+    call = getattr(type(obj), "__call__", None)  # noqa: B004 - the method itself: is it async def?
+    if call is not None and inspect.iscoroutinefunction(inspect.unwrap(call)):
+        return "asgi"
+    if callable(getattr(obj, "wsgi_app", None)) or _parameter_names(obj) == WSGI_PARAMETERS:
+        return "wsgi"
+    return None
+
+
+def _parameter_names(obj: Any) -> tuple[str, ...]:
+    try:
+        return tuple(inspect.signature(obj).parameters)
+    except (TypeError, ValueError):
+        return ()

@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     # (ok, the call's result or the exception it raised, seconds it took)
     Result = tuple[bool, Any, float]
 
-__all__ = ["Call", "Invoker", "Observer", "Prepared", "invoke"]
+__all__ = ["Call", "Invoker", "Observer", "Prepared", "decode", "invoke"]
 
 # What handlers return most: no isawaitable() (an ABC check) for them.
 _NEVER_AWAITABLE = frozenset({tuple, dict, list, str, bytes, type(None), int, float, bool})
@@ -170,16 +170,11 @@ class Invoker:
 
     def prepare(self, environ: Environ, body: bytes, request: Any, fields: dict[str, Any]) -> Prepared:
         """Decode and bind; raises RequestError when the request is no CloudEvent (``fields``: the log's)."""
-        fields["trace_id"] = trace_id(environ)  # W3C or B3 (_carry.py); set before decoding: 400s too
         binder = self.binder
         if not binder.needs_event:
+            fields["trace_id"] = trace_id(environ)
             return Prepared(environ, None, [], [Call(Invocation(environ, body, None, request), binder)])
-        mode, events = codec.decode_request(environ, body)
-        if mode != BATCH:
-            attrs = events[0].attributes
-            fields.update(ce_id=attrs.get("id"), ce_type=attrs.get("type"), ce_source=attrs.get("source"))
-            if fields["trace_id"] is None:  # the transport's trace context (the caller) wins, as for the span
-                fields["trace_id"] = trace_id({}, attrs)
+        mode, events = decode(environ, body, fields)
         return Prepared(environ, mode, events, [Call(Invocation(environ, body, event, request), binder)
                                                  for event in events])
 
@@ -303,6 +298,20 @@ def invoke(invoker: Steps, environ: Environ, body: bytes, request: Any, fields: 
     if defer is not None and any(call.error is None for call in calls):
         defer(prepared, calls)
     return invoker.conclude(prepared, [invoker.call(call) for call in calls])
+
+
+def decode(environ: Environ, body: bytes, fields: dict[str, Any]) -> tuple[str, list[Event]]:
+    """The request's content mode and events, its log fields set (trace id, ``ce_*``); raises
+    RequestError when it is no CloudEvent. Step 1's decoding, for serving paths without a
+    binder too (pyfunc._funcpython's CloudEvents flavour)."""
+    fields["trace_id"] = trace_id(environ)  # W3C or B3 (_carry.py); set before decoding: 400s too
+    mode, events = codec.decode_request(environ, body)
+    if mode != BATCH:
+        attrs = events[0].attributes
+        fields.update(ce_id=attrs.get("id"), ce_type=attrs.get("type"), ce_source=attrs.get("source"))
+        if fields["trace_id"] is None:  # the transport's trace context (the caller) wins, as for the span
+            fields["trace_id"] = trace_id({}, attrs)
+    return mode, events
 
 
 if TYPE_CHECKING:

@@ -24,7 +24,7 @@ from . import _waitress
 from ._app import FunctionApp
 from ._binding import compile_binder
 from ._config import Config
-from ._discovery import LoadedFunction, load_function
+from ._discovery import LoadedFunction, _innermost_frame_in, app_kind, func_python_layout, load_function
 from ._errors import HandlerLoadError
 from ._refusals import answerer
 
@@ -32,15 +32,38 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (ms of a 
 if TYPE_CHECKING:
     from typing import Any, Optional, Union
 
+    from ._asgi import AsgiApp
     from ._eventloop import EpollLoop
     from ._reload import ErrorApp
+    from ._wsgiapp import WsgiApp
+
+    # What the server serves: a plain function's app, an ASGI or WSGI app's (issue 22), or the
+    # load error's page (PYFUNC_SERVE_LOAD_ERRORS).
+    Served = Union[FunctionApp, AsgiApp, WsgiApp, ErrorApp]
 
 logger = logging.getLogger("pyfunc")
 
 
-def build_app(config: Config) -> FunctionApp:
-    """Load the handler and compile its binder: every check that can fail before the port opens."""
+def build_app(config: Config) -> Union[FunctionApp, AsgiApp, WsgiApp]:
+    """Load the handler and compile its binder: every check that can fail before the port opens.
+
+    A Knative func Python function (func-python's layout) and a handler target naming an ASGI
+    or WSGI application are served whole instead (pyfunc._funcpython, pyfunc._asgi, pyfunc._wsgiapp).
+    """
+    if func_python_layout(config.directory, config.handler):  # --- ASGI hook (issue 22)
+        from ._funcpython import load_func_python
+
+        return load_func_python(config)
     loaded = load_function(config.directory, config.handler)
+    kind = app_kind(loaded.function)
+    if kind == "asgi":  # --- ASGI hook (issue 22)
+        from ._asgi import asgi_loaded
+
+        return asgi_loaded(loaded, config)
+    if kind == "wsgi":
+        from ._wsgiapp import WsgiApp
+
+        return WsgiApp(loaded, config)
     binder = compile_binder(loaded.function, loaded.file)
     return FunctionApp(loaded, config, binder)
 
@@ -56,8 +79,13 @@ def run_start_hook(loaded: LoadedFunction) -> None:
         takes_cfg = True
     try:
         _run_to_completion(hook(dict(os.environ)) if takes_cfg else hook())
+    except HandlerLoadError:
+        raise  # already says what failed (an ASGI app's lifespan startup, pyfunc._asgi)
     except Exception as exc:
-        raise HandlerLoadError(f"start() hook failed: {type(exc).__name__}: {exc}", loaded.file) from exc
+        # Where in the function's directory it failed (file:line), else the module's file.
+        where = _innermost_frame_in(os.path.dirname(os.path.realpath(loaded.file)), exc) if loaded.file else None
+        raise HandlerLoadError(f"start() hook failed: {type(exc).__name__}: {exc}",
+                               *(where or (loaded.file, None))) from exc
 
 
 def _run_to_completion(result: Any) -> None:
@@ -83,7 +111,7 @@ def run_stop_hook(loaded: LoadedFunction) -> None:
 class Server:
     """A waitress server that drains instead of dropping requests when told to stop."""
 
-    def __init__(self, app: Union[FunctionApp, ErrorApp], config: Config) -> None:
+    def __init__(self, app: Served, config: Config) -> None:
         from waitress.server import create_server
 
         self.app = app
@@ -123,15 +151,17 @@ class Server:
 
             make_loop = EpollLoop
         installed = _waitress.install(self.waitress, make_loop=make_loop, answer=answerer(config.access_log),
-                                      defer=isinstance(app, FunctionApp) and app.is_async,
+                                      defer=getattr(app, "is_async", False),
                                       receive_timeout=config.receive_timeout)
         self.loop: Optional[EpollLoop] = installed.loop
         if self.loop is not None:
             flush_access_lines = logs.defer_access_lines()
             if flush_access_lines is not None:
                 self.loop.before_wait.append(flush_access_lines)
-        if installed.defers and isinstance(app, FunctionApp):
-            app.enable_deferral(_waitress.StreamSink)
+        enable_deferral = getattr(app, "enable_deferral", None)  # not the load error's page
+        if installed.defers and enable_deferral is not None:
+            # An async handler or an ASGI app (issue 22): parked requests, sinks made by the adapter.
+            enable_deferral(_waitress.StreamSink)
 
     @property
     def port(self) -> int:
@@ -270,10 +300,12 @@ def refuse_new_handshakes(listener: socket.socket) -> bool:
 def serve(config: Config) -> int:
     """Run the function server until SIGTERM/SIGINT; returns the process exit code."""
     logs.configure(config.log_format, config.log_level)
-    app: Union[FunctionApp, ErrorApp]
+    app: Served
+    serving: Optional[Union[FunctionApp, AsgiApp, WsgiApp]] = None  # None: the load error's page
     try:
         app = build_app(config)
         run_start_hook(app.loaded)
+        serving = app
     except HandlerLoadError as exc:
         if not config.serve_load_errors:
             print(f"pyfunc: error: {exc}", file=sys.stderr)
@@ -294,9 +326,9 @@ def serve(config: Config) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     loaded: Optional[LoadedFunction] = getattr(app, "loaded", None)
-    if isinstance(app, FunctionApp):
-        app.enable_tracing()  # after start(), which may have installed a tracer provider
-        app.on_ready()  # eventing hook (_metrics.py): the port is open, the startup time is known
+    if serving is not None:  # a function's app, or an ASGI or WSGI app's (issue 22)
+        serving.enable_tracing()  # after start(), which may have installed a tracer provider
+        serving.on_ready()  # eventing hook (_metrics.py): the port is open, the startup time is known
     logger.info(
         "serving %s from %s on http://%s:%d (%d-%d threads)",
         loaded.qualname if loaded else "nothing (load error)",

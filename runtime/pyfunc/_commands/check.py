@@ -26,12 +26,14 @@ def check(args: argparse.Namespace) -> int:
 
     config = Config.load(args=args)
     app = build_app(config)
-    parameters: dict[str, str] = app.binder.bound
+    binder = getattr(app, "binder", None)  # none for an ASGI/WSGI app or a func-python function (issue 22)
+    parameters: dict[str, str] = binder.bound if binder is not None else {}
     hooks: list[str] = sorted(app.loaded.hooks)
+    kind = getattr(app, "kind", None) or ("cloudevent" if binder is not None and binder.needs_event else "http")
     report = {
         "function": app.loaded.qualname,
         "file": app.loaded.file,
-        "kind": "cloudevent" if app.binder.needs_event else "http",
+        "kind": kind,
         "async": app.is_async,
         "parameters": parameters,
         "hooks": hooks,
@@ -44,7 +46,7 @@ def check(args: argparse.Namespace) -> int:
     print(f"  file: {report['file']}")
     for name, what in parameters.items():
         print(f"  parameter {name}: {what}")
-    if not parameters:
+    if not parameters and binder is not None:
         print("  no parameters")
     print(f"  hooks: {', '.join(hooks) or 'none'}")
     return 0
