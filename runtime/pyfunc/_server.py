@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from typing import Any, Optional
 
     from ._eventloop import EpollLoop
+    from ._workers import WorkerLink
 
 logger = logging.getLogger("pyfunc")
 
@@ -80,11 +81,15 @@ def run_stop_hook(loaded: LoadedFunction) -> None:
 class Server:
     """A waitress server that drains instead of dropping requests when told to stop."""
 
-    def __init__(self, app: FunctionApp, config: Config) -> None:
+    def __init__(self, app: FunctionApp, config: Config, listener: Optional[socket.socket] = None) -> None:
+        """``listener``: a bound socket to serve instead of binding one (a worker of
+        ``PYFUNC_WORKERS``, pyfunc._workers); the server then accepts only after :meth:`accept`."""
         from waitress.server import create_server
 
         self.app = app
         self.config = config
+        where: dict[str, Any] = ({"host": config.host, "port": config.port} if listener is None
+                                 else {"sockets": [listener], "_start": False})
         self._stopping = threading.Event()
         self._hurry = threading.Event()  # a second signal: stop waiting for in-flight requests
         self._stopped = threading.Event()
@@ -93,8 +98,7 @@ class Server:
             app,
             # An elastic pool (PYFUNC_MAX_THREADS) or, when it cannot be had, waitress's own.
             _dispatcher=_waitress.thread_pool(config.threads, config.max_threads, config.thread_idle_timeout),
-            host=config.host,
-            port=config.port,
+            **where,
             threads=config.threads,
             # waitress counts its listening socket and its wake-up pipe as connections.
             connection_limit=config.connection_limit + WAITRESS_OWN_DISPATCHERS,
@@ -127,6 +131,11 @@ class Server:
             app.enable_deferral()
         if config.receive_timeout:
             _waitress.enforce_receive_deadline(self.waitress, config.receive_timeout)
+
+    def accept(self) -> None:
+        """Start accepting on a ``listener`` given to the constructor (a worker, once all are ready)."""
+        if not self._stopping.is_set():
+            self.waitress.accept_connections()  # type: ignore[union-attr]  # one socket: never a MultiSocketServer
 
     @property
     def port(self) -> int:
@@ -262,9 +271,15 @@ def refuse_new_handshakes(listener: socket.socket) -> bool:
         return False
 
 
-def serve(config: Config) -> int:
-    """Run the function server until SIGTERM/SIGINT; returns the process exit code."""
+def serve(config: Config, worker: Optional[WorkerLink] = None) -> int:
+    """Run the function server until SIGTERM/SIGINT; returns the process exit code.
+
+    ``worker``: this process is one of ``PYFUNC_WORKERS`` (pyfunc._workers), serving its socket."""
     logs.configure(config.log_format, config.log_level)
+    if worker is None and config.workers != 1:  # --- workers hook (_workers.py): the supervisor
+        from ._workers import supervise
+
+        return supervise(config)
     try:
         app = build_app(config)
         run_start_hook(app.loaded)
@@ -276,7 +291,7 @@ def serve(config: Config) -> int:
 
         app = ErrorApp(exc, config)  # type: ignore[assignment]
     try:
-        server = Server(app, config)
+        server = Server(app, config, worker.socket if worker is not None else None)
     except OSError as exc:
         print(f"pyfunc: error: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}",
               file=sys.stderr)
@@ -292,12 +307,16 @@ def serve(config: Config) -> int:
         app.enable_tracing()  # after start(), which may have installed a tracer provider
         app.on_ready()  # eventing hook (_metrics.py): the port is open, the startup time is known
     logger.info(
-        "serving %s from %s on http://%s:%d (%d-%d threads)",
+        "serving %s from %s on http://%s:%d (%d-%d threads%s)",
         loaded.qualname if loaded else "nothing (load error)",
         os.path.abspath(config.directory), config.host, server.port, config.threads,
-        max(config.threads, config.max_threads),
+        max(config.threads, config.max_threads), f", worker {worker.index}" if worker is not None else "",
     )
-    server.serve_forever()
+    if worker is None:
+        server.serve_forever()
+    elif worker.ready():  # --- workers hook: accept once every worker is ready (False: stopping)
+        server.accept()
+        server.serve_forever()
     if loaded is not None:
         run_stop_hook(loaded)
     tracing = getattr(app, "tracing", None)
