@@ -18,6 +18,7 @@ import time
 
 from . import _codec as codec
 from . import _logs as logs
+from ._batchlane import answer_batch
 from ._binding import Binder, Invocation, compile_binder
 from ._codec import BATCH, STRUCTURED, Event
 from ._config import Config
@@ -888,6 +889,9 @@ class FunctionApp:
         # With dedup, each reply is encoded structured on its own (what dedup stores) and the batch
         # is their JSON array; without, the replies are encoded together (BATCH_ITEM).
         if self.dedup is None:
+            answered = answer_batch(self, environ, body, request, events)  # --- batch lane (_batchlane.py)
+            if answered is not None:
+                return answered
             mode = BATCH_ITEM if (self.reply_mode or BATCH) == BATCH else STRUCTURED
             results = [self._one(environ, body, request, event, mode) for event in events]
         else:  # --- eventing hook: the batch's events claimed, and later marked done, together
