@@ -94,6 +94,9 @@ class Server:
         self._hurry = threading.Event()  # a second signal: stop waiting for in-flight requests
         self._stopped = threading.Event()
         raise_open_files_limit(config.connection_limit)
+        epoll_loop: Any = None
+        if hasattr(select, "epoll"):  # Linux; imported before the port opens (create_server), not after
+            from ._eventloop import EpollLoop as epoll_loop
         self.waitress = create_server(
             app,
             # An elastic pool (PYFUNC_MAX_THREADS) or, when it cannot be had, waitress's own.
@@ -119,10 +122,8 @@ class Server:
             clear_untrusted_proxy_headers=False,
         )
         self.loop: Optional[EpollLoop] = None
-        if hasattr(select, "epoll"):  # Linux
-            from ._eventloop import EpollLoop
-
-            self.loop = _waitress.install_loop(self.waitress, EpollLoop)
+        if epoll_loop is not None:
+            self.loop = _waitress.install_loop(self.waitress, epoll_loop)
             flush_access_lines = logs.defer_access_lines() if self.loop is not None else None
             if self.loop is not None and flush_access_lines is not None:
                 self.loop.before_wait.append(flush_access_lines)
@@ -290,6 +291,10 @@ def serve(config: Config, worker: Optional[WorkerLink] = None) -> int:
         from ._reload import ErrorApp
 
         app = ErrorApp(exc, config)  # type: ignore[assignment]
+    if isinstance(app, FunctionApp):
+        # After start(), which may have installed a tracer provider; before the port opens, so
+        # that nothing is left between the first connection and its answer.
+        app.enable_tracing()
     try:
         server = Server(app, config, worker.socket if worker is not None else None)
     except OSError as exc:
@@ -304,7 +309,6 @@ def serve(config: Config, worker: Optional[WorkerLink] = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     loaded: Optional[LoadedFunction] = getattr(app, "loaded", None)
     if isinstance(app, FunctionApp):
-        app.enable_tracing()  # after start(), which may have installed a tracer provider
         app.on_ready()  # eventing hook (_metrics.py): the port is open, the startup time is known
     logger.info(
         "serving %s from %s on http://%s:%d (%d-%d threads%s)",
