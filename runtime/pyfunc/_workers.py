@@ -213,7 +213,8 @@ class Supervisor:
             print(f"pyfunc: error: {self.failure}", file=sys.stderr)
             return 1
         logger.info("stopped")
-        return 0 if all(code == 0 for code in self.exit_codes) else 1
+        # A worker still starting when SIGTERM came ends by it (its handler was not installed yet).
+        return 0 if all(code in (0, -signal.SIGTERM) for code in self.exit_codes) else 1
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.stopping += 1
