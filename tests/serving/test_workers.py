@@ -179,7 +179,7 @@ def test_ready_only_when_every_worker_is(serve):
     server = serve(CRASHY_START, env={"PYFUNC_WORKERS": "2"}, wait=False)
     directory = server.directory
     wait_for(lambda: "worker 0)" in server.logs(), timeout=60, what="worker 0 to be ready")
-    assert (directory / "worker-1").exists()  # worker 1 is in its start(), waiting for the flag
+    wait_for(lambda: (directory / "worker-1").exists(), what="worker 1 to be in its start()")  # waiting for the flag
     with pytest.raises(ConnectionRefusedError):  # bound, not listening: probes get no answer yet
         socket.create_connection(("127.0.0.1", server.port), timeout=5).close()
     (directory / "go").write_text("")
