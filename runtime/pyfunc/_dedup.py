@@ -331,11 +331,8 @@ class RedisStore(Store):
                 self.on_error()
             if now - self._warned >= WARN_EVERY:
                 self._warned = now
-                # BlockingIOError: the socket's kernel timeout (pyfunc._resp) ran out.
-                reason = (f"no answer within {REDIS_TIMEOUT}s" if isinstance(exc, (BlockingIOError, TimeoutError))
-                          else f"{type(exc).__name__}: {exc}")
-                logger.warning("dedup: Redis at %s failed (%s); events run without dedup until it is back",
-                               _redacted(self.url), reason)
+                logger.warning("dedup: Redis at %s failed (%s: %s); events run without dedup until it is back",
+                               _redacted(self.url), type(exc).__name__, exc)
             return _FAILED
         if conn.posted_errors:
             errors, conn.posted_errors = conn.posted_errors, []

@@ -180,7 +180,6 @@ class Pool:
             import ssl
 
             sock = ssl.create_default_context().wrap_socket(sock, server_hostname=self._tls_host)
-        _kernel_timeouts(sock, self.timeout)
         connection = Connection(sock)
         try:
             if self._auth is not None:
@@ -191,25 +190,6 @@ class Pool:
             connection.close()
             raise
         return connection
-
-
-def _kernel_timeouts(sock: socket.socket, seconds: float) -> None:
-    """The timeout as SO_RCVTIMEO/SO_SNDTIMEO on a blocking socket instead of Python's own.
-
-    With ``settimeout`` every ``send``/``recv`` is a ``poll`` and then the call: two system calls
-    (and two GIL hand-overs) where one does. An expired kernel timeout fails the call with
-    EAGAIN, an OSError like Python's ``TimeoutError``: the store fails open the same way.
-    """
-    import struct
-
-    whole = int(seconds)
-    timeval = struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
-    except OSError:
-        return  # keep Python's timeout
-    sock.settimeout(None)
 
 
 def _parse(url: str) -> tuple[Union[str, tuple[str, int]], Optional[str], Optional[tuple[str, ...]], int]:

@@ -136,25 +136,3 @@ def test_a_crash_before_the_done_mark_runs_the_redelivery_again(tmp_path, redis_
     finally:
         crashing.stop(signal.SIGKILL)
         other.stop(signal.SIGKILL)
-
-
-def test_a_redis_that_never_answers_times_out_and_fails_open(tmp_path):
-    """The kernel's receive timeout (SO_RCVTIMEO) ends a wait for a Redis that accepted the
-    connection and then says nothing: the event runs without dedup, with a warning."""
-    import socket
-
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(16)
-    calls = tmp_path / "calls"
-    directory = write_function(tmp_path / "fn", CRASHING)
-    server = start_server(directory, {"PYFUNC_DEDUPE": f"redis://127.0.0.1:{silent.getsockname()[1]}/0",
-                                      "CALLS": str(calls)})
-    try:
-        response = send(server.url, make_event({}, id="quiet"), timeout=30)
-        assert response.status_code == 200
-        assert "events run without dedup until it is back" in server.logs()
-        assert "failed (no answer within 0.25s)" in server.logs()
-    finally:
-        server.stop(signal.SIGKILL)
-        silent.close()
