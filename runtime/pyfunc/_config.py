@@ -144,7 +144,7 @@ SETTINGS: tuple[Setting, ...] = (
             "SIGKILL bounds it, on Knative the revision's timeoutSeconds)"),
     Setting("dedupe", "PYFUNC_DEDUPE", "--dedupe", "off", _dedupe,
             "redelivery dedup on CloudEvent source + id (docs/delivery.md): off, memory (this "
-            "process) or redis://host:port/db (shared by every pod and worker)"),
+            "process) or redis://host:port/db (shared by every pod; extra pyfunc-invoker[redis])"),
     Setting("dedupe_ttl", "PYFUNC_DEDUPE_TTL", "--dedupe-ttl", 600.0, _positive_float,
             "seconds a completed event is remembered (the dedup window; make it longer than the "
             "Trigger's whole retry schedule)"),

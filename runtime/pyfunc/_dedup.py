@@ -217,38 +217,24 @@ class RedisStore(Store):
 
     Values: ``~<token>`` for a claim (expires after the lease, so a pod killed mid-call does not
     hold the event for ever), else a serialized :class:`Record` (expires after the TTL).
-
-    One round trip an event on the request's path: the claim (a Lua script, EVALSHA: atomic,
-    it returns the stored value or claims the key). The done mark (SET of the record) is
-    *posted*: written to Redis' socket before the response is sent, its reply read by the next
-    command on that connection (pyfunc._resp). What that changes, and what it does not:
-
-    * Redis has the mark before the sender has the response: a redelivery the sender makes
-      after the response, to any pod, finds the record (or, in the instant the mark is still
-      in flight, the claim: a 409, retried, then the record). A completed event never runs twice
-      through dedup, as before.
-    * A process that dies after the handler succeeded and before the mark reached Redis leaves
-      the claim; it expires after the lease and a redelivery runs the event again: never a lost
-      event, as before (the mark was a separate write then too).
-    * A mark Redis refuses (say, out of memory) is reported by a warning when its reply is read,
-      not to the request: that event can run again on a redelivery after the lease, as when the
-      mark's SET failed before.
     """
 
     def __init__(self, url: str, on_error: Optional[Callable[[], None]] = None) -> None:
-        import hashlib
-
-        from . import _resp
+        import redis  # only with PYFUNC_DEDUPE=redis://…: the optional extra pyfunc-invoker[redis]
 
         self.url = url
-        self._resp = _resp
-        self._pool = _resp.Pool(url, REDIS_TIMEOUT)
-        self._error_types: tuple[type[BaseException], ...] = (OSError, _resp.RespError, ValueError)
-        self._claim_sha = hashlib.sha1(_CLAIM.encode()).hexdigest()  # noqa: S324 - Redis names scripts so
-        self._release_sha = hashlib.sha1(_RELEASE.encode()).hexdigest()  # noqa: S324
+        self._redis = redis.Redis.from_url(
+            url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT,
+            health_check_interval=0, retry_on_timeout=False,
+        )
+        self._error_types: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        self._claim = self._redis.register_script(_CLAIM)
+        self._release = self._redis.register_script(_RELEASE)
         self._skip_until = 0.0
         self._warned = 0.0
         self.on_error = on_error
+        import hashlib  # the redis client loads OpenSSL anyway
+
         self._sha256 = hashlib.sha256
 
     def key(self, namespace: str, source: Any, event_id: Any) -> str:
@@ -258,7 +244,7 @@ class RedisStore(Store):
         return f"pyfunc:dedup:{namespace}:{digest}"
 
     def claim(self, key: str, token: str, lease: float) -> Lookup:
-        return self.claim_many([(key, token)], lease)[0]
+        return self._lookup(self._do(lambda: self._claim(keys=[key], args=["~" + token, max(1, int(lease * 1000))])))
 
     @staticmethod
     def _lookup(raw: Any) -> Lookup:
@@ -272,60 +258,47 @@ class RedisStore(Store):
         return IN_FLIGHT
 
     def finish(self, key: str, record: Record, ttl: float) -> None:
-        self.finish_many([(key, record)], ttl)
+        self._do(lambda: self._redis.set(key, record.dumps(), px=max(1, int(ttl * 1000))))
 
     def claim_many(self, items: list[tuple[str, str]], lease: float) -> list[Lookup]:
-        ms = max(1, int(lease * 1000))
-        commands = [("EVALSHA", self._claim_sha, 1, key, "~" + token, ms) for key, token in items]
-        found = self._do(lambda conn: self._scripted(conn, commands, _CLAIM))
+        def claims() -> Any:
+            pipe = self._redis.pipeline(transaction=False)
+            for key, token in items:
+                self._claim(keys=[key], args=["~" + token, max(1, int(lease * 1000))], client=pipe)
+            return pipe.execute()
+
+        found = self._do(claims)
         if found is _FAILED:
             return [None] * len(items)
         return [self._lookup(raw) for raw in found]
 
     def finish_many(self, items: list[tuple[str, Record]], ttl: float) -> None:
+        def finishes() -> Any:
+            pipe = self._redis.pipeline(transaction=False)
+            for key, record in items:
+                pipe.set(key, record.dumps(), px=max(1, int(ttl * 1000)))
+            return pipe.execute()
+
         if items:
-            ms = max(1, int(ttl * 1000))
-            commands = [("SET", key, record.dumps(), "PX", ms) for key, record in items]
-            self._do(lambda conn: conn.post(*commands))
+            self._do(finishes)
 
     def release(self, key: str, token: str) -> None:
-        self._do(lambda conn: self._scripted(conn, [("EVALSHA", self._release_sha, 1, key, "~" + token)], _RELEASE))
-
-    def _scripted(self, conn: Any, commands: list[tuple[Any, ...]], script: str) -> list[Any]:
-        """EVALSHA commands in one round trip; the script loaded first if this Redis lacks it."""
-        replies: list[Any] = conn.pipeline(commands)
-        if any(isinstance(r, self._resp.RespError) and str(r).startswith("NOSCRIPT") for r in replies):
-            conn.call("SCRIPT", "LOAD", script)
-            replies = conn.pipeline(commands)
-        for reply in replies:
-            if isinstance(reply, self._resp.RespError):
-                raise reply
-        return replies
+        self._do(lambda: self._release(keys=[key], args=["~" + token]))
 
     def close(self) -> None:
         try:
-            for error in self._pool.close():  # the last posted marks' replies
-                self._warn_posted(error)
-        except Exception:  # noqa: S110, BLE001 - closing at exit: nothing left to tell
+            self._redis.close()
+        except Exception:  # noqa: S110 - closing at exit: nothing left to tell
             pass
 
-    def _warn_posted(self, error: BaseException) -> None:
-        logger.warning("dedup: Redis at %s refused to mark an event done (%s); a redelivery after the lease "
-                       "runs it again", _redacted(self.url), error)
-
-    def _do(self, command: Callable[[Any], Any]) -> Any:
-        """Run a command on a pooled connection, or fail open: a warning (every 10 s at most),
-        then Redis is skipped for 1 s."""
+    def _do(self, command: Callable[[], Any]) -> Any:
+        """Run a command, or fail open: a warning (every 10 s at most), then Redis is skipped for 1 s."""
         now = time.monotonic()
         if now < self._skip_until:
             return _FAILED
-        conn = None
         try:
-            conn = self._pool.get()
-            result = command(conn)
+            return command()
         except self._error_types as exc:
-            if conn is not None:
-                conn.close()  # its state is unknown: never reused
             self._skip_until = time.monotonic() + REDIS_BACKOFF
             if self.on_error is not None:
                 self.on_error()
@@ -334,12 +307,6 @@ class RedisStore(Store):
                 logger.warning("dedup: Redis at %s failed (%s: %s); events run without dedup until it is back",
                                _redacted(self.url), type(exc).__name__, exc)
             return _FAILED
-        if conn.posted_errors:
-            errors, conn.posted_errors = conn.posted_errors, []
-            for error in errors:
-                self._warn_posted(error)
-        self._pool.put(conn)
-        return result
 
 
 _FAILED = object()
