@@ -21,7 +21,7 @@ import time
 
 from . import _logs as logs
 from . import _waitress
-from ._app import FunctionApp, awaited
+from ._app import FunctionApp
 from ._binding import compile_binder
 from ._config import Config
 from ._discovery import LoadedFunction, load_function
@@ -30,9 +30,10 @@ from ._refusals import answerer
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (ms of a cold start)
 if TYPE_CHECKING:
-    from typing import Any, Optional
+    from typing import Any, Optional, Union
 
     from ._eventloop import EpollLoop
+    from ._reload import ErrorApp
     from ._workers import WorkerLink
 
 logger = logging.getLogger("pyfunc")
@@ -55,15 +56,17 @@ def run_start_hook(loaded: LoadedFunction) -> None:
     except (TypeError, ValueError):
         takes_cfg = True
     try:
-        _settle(hook(dict(os.environ)) if takes_cfg else hook())
+        _run_to_completion(hook(dict(os.environ)) if takes_cfg else hook())
     except Exception as exc:
         raise HandlerLoadError(f"start() hook failed: {type(exc).__name__}: {exc}", loaded.file) from exc
 
 
-def _settle(result: Any) -> None:
+def _run_to_completion(result: Any) -> None:
     """Run an ``async def`` hook's result to completion (hooks run outside the request loop)."""
     if inspect.isawaitable(result):
         import asyncio
+
+        from ._async import awaited
 
         asyncio.run(awaited(result))
 
@@ -73,7 +76,7 @@ def run_stop_hook(loaded: LoadedFunction) -> None:
     if hook is None:
         return
     try:
-        _settle(hook())
+        _run_to_completion(hook())
     except Exception:
         logger.exception("stop() hook raised")
 
@@ -81,7 +84,8 @@ def run_stop_hook(loaded: LoadedFunction) -> None:
 class Server:
     """A waitress server that drains instead of dropping requests when told to stop."""
 
-    def __init__(self, app: FunctionApp, config: Config, listener: Optional[socket.socket] = None) -> None:
+    def __init__(self, app: Union[FunctionApp, ErrorApp], config: Config,
+                 listener: Optional[socket.socket] = None) -> None:
         """``listener``: a bound socket to serve instead of binding one (a worker of
         ``PYFUNC_WORKERS``, pyfunc._workers); the server then accepts only after :meth:`accept`."""
         from waitress.server import create_server
@@ -94,9 +98,9 @@ class Server:
         self._hurry = threading.Event()  # a second signal: stop waiting for in-flight requests
         self._stopped = threading.Event()
         raise_open_files_limit(config.connection_limit)
-        epoll_loop: Any = None
+        make_loop: Any = None
         if hasattr(select, "epoll"):  # Linux; imported before the port opens (create_server), not after
-            from ._eventloop import EpollLoop as epoll_loop
+            from ._eventloop import EpollLoop as make_loop
         self.waitress = create_server(
             app,
             # An elastic pool (PYFUNC_MAX_THREADS) or, when it cannot be had, waitress's own.
@@ -121,17 +125,16 @@ class Server:
             # (as under pyfunc-invoker 0.1.0); waitress would drop them, since no proxy is trusted.
             clear_untrusted_proxy_headers=False,
         )
-        self.loop: Optional[EpollLoop] = None
-        if epoll_loop is not None:
-            self.loop = _waitress.install_loop(self.waitress, epoll_loop)
-            flush_access_lines = logs.defer_access_lines() if self.loop is not None else None
-            if self.loop is not None and flush_access_lines is not None:
+        installed = _waitress.install(self.waitress, make_loop=make_loop, answer=answerer(config.access_log),
+                                      defer=isinstance(app, FunctionApp) and app.is_async,
+                                      receive_timeout=config.receive_timeout)
+        self.loop: Optional[EpollLoop] = installed.loop
+        if self.loop is not None:
+            flush_access_lines = logs.defer_access_lines()
+            if flush_access_lines is not None:
                 self.loop.before_wait.append(flush_access_lines)
-        _waitress.install_refusals(self.waitress, answerer(getattr(app, "access_log", config.access_log)))
-        if getattr(app, "is_async", False) and _waitress.install_deferral(self.waitress):
-            app.enable_deferral()
-        if config.receive_timeout:
-            _waitress.enforce_receive_deadline(self.waitress, config.receive_timeout)
+        if installed.defers and isinstance(app, FunctionApp):
+            app.enable_deferral(_waitress.StreamSink)
 
     def accept(self) -> None:
         """Start accepting on a ``listener`` given to the constructor (a worker, once all are ready)."""
@@ -281,6 +284,7 @@ def serve(config: Config, worker: Optional[WorkerLink] = None) -> int:
         from ._workers import supervise
 
         return supervise(config)
+    app: Union[FunctionApp, ErrorApp]
     try:
         app = build_app(config)
         run_start_hook(app.loaded)
@@ -290,7 +294,7 @@ def serve(config: Config, worker: Optional[WorkerLink] = None) -> int:
             return 1
         from ._reload import ErrorApp
 
-        app = ErrorApp(exc, config)  # type: ignore[assignment]
+        app = ErrorApp(exc, config)
     if isinstance(app, FunctionApp):
         # After start(), which may have installed a tracer provider; before the port opens, so
         # that nothing is left between the first connection and its answer.
@@ -331,9 +335,3 @@ def serve(config: Config, worker: Optional[WorkerLink] = None) -> int:
     logging.shutdown()
     return 0
 
-
-def free_port() -> int:
-    """An unused TCP port on loopback (for tests and tools)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
