@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from pyfunc._server import free_port
-from support import make_event, run_pyfunc, send, wait_until_up
+from support import free_port, make_event, run_pyfunc, send, wait_until_up
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork") or not os.path.isdir("/proc"), reason="Linux")
 
