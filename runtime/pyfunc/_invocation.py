@@ -24,7 +24,9 @@ path) drives an :class:`Invoker` through these steps and owns only its transport
 ``PATH_INFO``, ``QUERY_STRING``, ``CONTENT_TYPE``) and sends the Response it gets back.
 
 Metrics observe (:class:`Observer`; _metrics.MetricsObserver when ``PYFUNC_METRICS`` is on)
-and dedup wraps the invoker (_dedup.Deduplicated), so neither shows up as a branch here.
+and dedup wraps the invoker (_dedup.Deduplicated), so neither shows up as a branch here. A batch
+that nothing observes or wraps takes the batch lane (_batchlane.py: steps 2 and 3 per event in
+one loop, the general conclusion for any outcome but a reply).
 """
 
 from __future__ import annotations
