@@ -92,6 +92,12 @@ SERVERS = {
         "batch": False,
     },
 }
+SERVERS["uvicorn"] = {  # only in the workers scenario (bench/workers_bench.py): a bare ASGI app
+    "label": "uvicorn 0.55.0",
+    "reqs": ["uvicorn==0.55.0"],
+    "replies": False,
+    "batch": False,
+}
 PYFUNC_EXTRA_ENV: dict = {}  # --pyfunc-env, for A/B runs of pyfunc settings
 ORDER = ["raw", "pyfunc", "funcpy", "ff", "flask", "pyfunc010"]
 
@@ -147,11 +153,14 @@ def server_command(name: str, mode: str, port: int) -> tuple[list[str], dict, Pa
         return [py, "-m", "pyfunc", str(d)], env, d
     if name == "ff":
         exe = str(VENVS / name / "bin" / "functions-framework")
-        target = {"hello": "hello", "ce": "echo", "io-sync": "sleep"}[mode]
+        target = {"hello": "hello", "ce": "echo", "io-sync": "sleep", "cpu": "cpu"}[mode]
         d = SERVERS_DIR / "ff"
         argv = [exe, f"--target={target}", f"--source={d / 'main.py'}",
                 "--host=127.0.0.1", f"--port={port}"]
         return argv, env, d
+    if name == "uvicorn":  # the workers scenario; its process count is WEB_CONCURRENCY (uvicorn's own)
+        d = SERVERS_DIR / "uvicorn"
+        return [py, "-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port", str(port)], env, d
     if name == "funcpy":
         env["LISTEN_ADDRESS"] = f"127.0.0.1:{port}"
         d = SERVERS_DIR / "funcpy" / mode
@@ -357,13 +366,14 @@ def _stop_all(*_):
 
 
 class Server:
-    def __init__(self, name: str, mode: str, core: str, logdir: Path):
+    def __init__(self, name: str, mode: str, core: str, logdir: Path, extra_env: dict | None = None):
         self.name, self.mode = name, mode
         self.port = free_port()
         argv, env, cwd = server_command(name, mode, self.port)
         full_env = dict(os.environ)
         full_env.pop("PYTHONPATH", None)
         full_env.update(env)
+        full_env.update(extra_env or {})  # the workers scenario's process counts
         self.logfile = open(logdir / f"{name}-{mode}.log", "ab")
         self.t0 = time.perf_counter()
         self.proc = subprocess.Popen(
@@ -1061,6 +1071,8 @@ def main() -> int:
     ap.add_argument("--scenarios", help="comma list of scenario ids (default: all)")
     ap.add_argument("--load-core", default="0")
     ap.add_argument("--server-core", default="1")
+    ap.add_argument("--server-cores", default="",
+                    help="--only workers: the cores its servers may use (default: every core)")
     ap.add_argument("--out", default=str(BENCH / "results"), help="directory for latest.*")
     ap.add_argument("--name", help="basename of the result files (default: latest; quick "
                                    "with --quick, so a smoke run leaves the full results alone)")
@@ -1080,12 +1092,14 @@ def main() -> int:
                     help="re-measure a cell disturbed by other processes up to N times")
     ap.add_argument("--render-only", action="store_true",
                     help="rewrite NAME.md from an existing NAME.json (no measuring)")
-    ap.add_argument("--only", choices=["io", "oidc", "asgi"],
+    ap.add_argument("--only", choices=["io", "oidc", "asgi", "workers"],
                     help="io: only the I/O scenario (handlers that wait 1 s, bench/io_bench.py), "
                          "written to io.{md,json}; oidc: token verification on vs off "
                          "(bench/oidc_bench.py), written to oidc.{md,json}; "
                          "asgi: only the ASGI scenario (Starlette and func-python apps under pyfunc, uvicorn and "
-                         "Hypercorn, bench/asgi_bench.py), written to asgi.{md,json}")
+                         "Hypercorn, bench/asgi_bench.py), written to asgi.{md,json}; "
+                         "workers: a CPU-bound handler on 1 and 2 processes "
+                         "(bench/workers_bench.py), written to workers.{md,json}")
     args = ap.parse_args()
     if args.only == "io":
         import io_bench
@@ -1102,6 +1116,11 @@ def main() -> int:
 
         os.sched_setaffinity(0, {int(args.load_core)})
         return asgi_bench.main(args)
+    if args.only == "workers":
+        import workers_bench
+
+        os.sched_setaffinity(0, {int(args.load_core)})
+        return workers_bench.main(args)
     args.name = args.name or (args.group or ("quick" if args.quick else "latest"))
     if args.render_only:
         out = Path(args.out)

@@ -239,6 +239,8 @@ def _check_attributes(attributes: dict[str, Any], where: str = "") -> None:
             )
     valid_names = _VALID_NAMES
     for name, value in attributes.items():
+        if type(value) is str and name in valid_names:  # the usual attribute: nothing more to check
+            continue
         if name not in valid_names and not _valid_name(name):
             raise BadEvent(
                 "invalid-attribute-name",
@@ -400,8 +402,9 @@ def event_from_json(obj: Any, where: str = "") -> Event:
     if has_b64 and "data" in obj:
         raise BadEvent("invalid-event", f"{where}'data' and 'data_base64' are mutually exclusive")
     # json §3: an OPTIONAL attribute MAY be represented as null, meaning "absent".
-    for name in [n for n, v in attributes.items() if v is None]:
-        del attributes[name]
+    if None in attributes.values():
+        for name in [n for n, v in attributes.items() if v is None]:
+            del attributes[name]
     _check_attributes(attributes, where)
     if has_b64 and data_b64 is not None:
         if not isinstance(data_b64, str):

@@ -87,6 +87,17 @@ def _jwks_url(text: str) -> str:
     raise ValueError("must be an https:// URL (http:// only to 127.0.0.1, ::1 or localhost)")
 
 
+def _workers(text: str) -> int:
+    """``PYFUNC_WORKERS``: a number of server processes, or ``auto`` (0: one per CPU the
+    container may use, pyfunc._workers.cpu_limit)."""
+    if text.strip().lower() == "auto":
+        return 0
+    try:
+        return _positive_int(text)
+    except ValueError:
+        raise ValueError("must be auto or a whole number of at least 1") from None
+
+
 def _boolean(text: str) -> bool:
     value = text.strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -115,6 +126,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("host", "PYFUNC_HOST", "--host", "0.0.0.0", str, "address to listen on"),
     Setting("threads", "PYFUNC_THREADS", "--threads", 8, _positive_int,
             "worker threads always kept (the pool's core); enough for CPU-bound handlers"),
+    Setting("workers", "PYFUNC_WORKERS", "--workers", 1, _workers,
+            "server processes sharing the port, each with its own threads, start() and memory "
+            "(docs/serving.md, \"Workers\"): a number, or auto (one per CPU of the container's "
+            "quota, else of the machine); 1 starts fastest and uses least memory"),
     Setting("max_threads", "PYFUNC_MAX_THREADS", "--max-threads", 256, _positive_int,
             "most worker threads: the pool grows past PYFUNC_THREADS while its workers are blocked "
             "(sync handlers waiting on I/O) and requests wait; async handlers hold none while they await"),
@@ -220,6 +235,7 @@ class Config:
     port: int = _DEFAULT["port"]
     host: str = _DEFAULT["host"]
     threads: int = _DEFAULT["threads"]
+    workers: int = _DEFAULT["workers"]  # 0: auto
     max_threads: int = _DEFAULT["max_threads"]
     thread_idle_timeout: float = _DEFAULT["thread_idle_timeout"]
     connection_limit: int = _DEFAULT["connection_limit"]
@@ -346,6 +362,8 @@ def _default_text(setting: Setting) -> str:
         for suffix, factor in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
             if value % factor == 0:
                 return f"{value // factor}{suffix}"
+    if setting.parse is _workers and value == 0:
+        return "auto"
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)

@@ -24,7 +24,9 @@ path) drives an :class:`Invoker` through these steps and owns only its transport
 ``PATH_INFO``, ``QUERY_STRING``, ``CONTENT_TYPE``) and sends the Response it gets back.
 
 Metrics observe (:class:`Observer`; _metrics.MetricsObserver when ``PYFUNC_METRICS`` is on)
-and dedup wraps the invoker (_dedup.Deduplicated), so neither shows up as a branch here.
+and dedup wraps the invoker (_dedup.Deduplicated), so neither shows up as a branch here. A batch
+that nothing observes or wraps takes the batch lane (_batchlane.py: steps 2 and 3 per event in
+one loop, the general conclusion for any outcome but a reply).
 """
 
 from __future__ import annotations
@@ -146,6 +148,7 @@ class Invoker:
             else:  # a sync call then runs on a thread the request can stop waiting for
                 self._executor = CallRunner()
         self._runner_lock = threading.Lock()
+        self.traced = False  # calls wrapped in spans (trace()): no batch lane then
 
     def runner(self) -> AsyncRunner:
         """The event loop of this handler's coroutines, started on first use."""
@@ -163,6 +166,7 @@ class Invoker:
 
     def trace(self, tracing: Tracing) -> None:
         """Wrap each call in an OpenTelemetry span (_tracing.Tracing)."""
+        self.traced = True
         self._call = tracing.wrap(self._call)  # type: ignore[method-assign]
         self._acall = tracing.wrap_async(self._acall)  # type: ignore[method-assign, assignment]
 
@@ -279,8 +283,19 @@ class Invoker:
 
     def invoke(self, environ: Environ, body: bytes, request: Any, fields: dict[str, Any],
                defer: Optional[Callable[[Prepared, list[Call]], None]] = None) -> Any:
-        """Steps 1-3 on this thread (see :func:`invoke`)."""
-        return invoke(self, environ, body, request, fields, defer)
+        """Steps 1-3 on this thread (see :func:`invoke`); a batch may take the batch lane."""
+        if defer is not None or not self.binder.needs_event:  # an async handler, an HTTP one
+            return invoke(self, environ, body, request, fields, defer)
+        try:
+            prepared = self.prepare(environ, body, request, fields)
+        except RequestError as exc:
+            return self.refuse(exc)
+        if prepared.mode == BATCH:  # --- batch lane hook (_batchlane.py): steps 2-3 fused per event
+            from . import _batchlane
+
+            if _batchlane.eligible(self):
+                return _batchlane.answer(self, prepared)
+        return self.conclude(prepared, [self.call(call) for call in prepared.calls])
 
 
 def invoke(invoker: Steps, environ: Environ, body: bytes, request: Any, fields: dict[str, Any],

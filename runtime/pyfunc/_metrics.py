@@ -56,13 +56,18 @@ class Metrics:
         disable_created_metrics()  # type: ignore[no-untyped-call]
 
         self.registry = CollectorRegistry(auto_describe=True)
-        ProcessCollector(registry=self.registry)
+        # PYFUNC_WORKERS above 1 (pyfunc._workers sets the directory): every worker writes its
+        # values to files there and a scrape sums them over all workers (prometheus_client's
+        # multiprocess mode). The process_* series would be the scraped worker's alone: left out.
+        self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+        if self.multiprocess_dir is None:
+            ProcessCollector(registry=self.registry)
         self.invocations = Counter("pyfunc_invocations", "Handler invocations (one per event of a batch) by outcome "
                                    "and CloudEvent type", ("outcome", "type"), registry=self.registry)
         self.duration = Histogram("pyfunc_invocation_duration_seconds", "Time from the handler call to its outcome",
                                   ("outcome",), buckets=DURATION_BUCKETS, registry=self.registry)
         self.in_flight = Gauge("pyfunc_in_flight_requests", "Requests to the function being handled now",
-                               registry=self.registry)
+                               registry=self.registry, multiprocess_mode="livesum")
         self.dedup_hits = Counter("pyfunc_dedup_hits", "Duplicates (same source + id) answered without invoking: "
                                   "replayed (done before) or in_flight (still running)", ("result",),
                                   registry=self.registry)
@@ -71,7 +76,7 @@ class Metrics:
         self.batch_events = Histogram("pyfunc_batch_events", "Events per batch request", buckets=BATCH_BUCKETS,
                                       registry=self.registry)
         self.startup = Gauge("pyfunc_startup_seconds", "Process start to ready for the first request",
-                             registry=self.registry)
+                             registry=self.registry, multiprocess_mode="livemax")
         self._types: set[str] = set()
         for outcome in OUTCOMES:  # every outcome shows (at 0) from the first scrape: rate() needs a base
             self.invocations.labels(outcome, "")
@@ -103,7 +108,13 @@ class Metrics:
 
             self._generate = generate_latest
             self._content_type = CONTENT_TYPE_LATEST
-        body: bytes = self._generate(self.registry)
+            self._scraped = self.registry
+            if self.multiprocess_dir is not None:
+                from prometheus_client import CollectorRegistry, multiprocess
+
+                self._scraped = CollectorRegistry()
+                multiprocess.MultiProcessCollector(self._scraped, self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        body: bytes = self._generate(self._scraped)
         return Response(200, [("Content-Type", self._content_type), ("Cache-Control", "no-store")], body)
 
 

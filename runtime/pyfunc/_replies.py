@@ -57,14 +57,15 @@ class Replies:
             reply = reply_event(result)
             if reply is None:
                 return "no-reply", NO_REPLY
-            attributes = self._complete(reply[0], event, environ)
+            attributes = self.complete(reply[0], event, environ)
             if mode == BATCH_ITEM:
                 return "reply", _BatchReply(codec.event_to_json(attributes, reply[1]))
             return "reply", self.encode(mode or STRUCTURED, [(attributes, reply[1])])
         except BaseException as exc:  # noqa: B036 - a handler's SystemExit must not end the server
             return self.failures(exc)
 
-    def _complete(self, attributes: dict[str, Any], event: Event, environ: Environ) -> dict[str, Any]:
+    def complete(self, attributes: dict[str, Any], event: Event, environ: Environ) -> dict[str, Any]:
+        """A reply's attributes with what it lacks: id, source, time, the incoming trace context."""
         reply = codec.complete_reply(attributes, event, self.default_source)
         # The reply continues the request's trace and answers its RequestReply correlation (_carry.py).
         reply.update(carried(attributes, event.attributes, environ))

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from ._asgi import AsgiApp
     from ._eventloop import EpollLoop
     from ._reload import ErrorApp
+    from ._workers import WorkerLink
     from ._wsgiapp import WsgiApp
 
     # What the server serves: a plain function's app, an ASGI or WSGI app's (issue 22), or the
@@ -111,21 +112,27 @@ def run_stop_hook(loaded: LoadedFunction) -> None:
 class Server:
     """A waitress server that drains instead of dropping requests when told to stop."""
 
-    def __init__(self, app: Served, config: Config) -> None:
+    def __init__(self, app: Served, config: Config, listener: Optional[socket.socket] = None) -> None:
+        """``listener``: a bound socket to serve instead of binding one (a worker of
+        ``PYFUNC_WORKERS``, pyfunc._workers); the server then accepts only after :meth:`accept`."""
         from waitress.server import create_server
 
         self.app = app
         self.config = config
+        where: dict[str, Any] = ({"host": config.host, "port": config.port} if listener is None
+                                 else {"sockets": [listener], "_start": False})
         self._stopping = threading.Event()
         self._hurry = threading.Event()  # a second signal: stop waiting for in-flight requests
         self._stopped = threading.Event()
         raise_open_files_limit(config.connection_limit)
+        make_loop: Any = None
+        if hasattr(select, "epoll"):  # Linux; imported before the port opens (create_server), not after
+            from ._eventloop import EpollLoop as make_loop
         self.waitress = create_server(
             app,
             # An elastic pool (PYFUNC_MAX_THREADS) or, when it cannot be had, waitress's own.
             _dispatcher=_waitress.thread_pool(config.threads, config.max_threads, config.thread_idle_timeout),
-            host=config.host,
-            port=config.port,
+            **where,
             threads=config.threads,
             # waitress counts its listening socket and its wake-up pipe as connections.
             connection_limit=config.connection_limit + WAITRESS_OWN_DISPATCHERS,
@@ -145,11 +152,6 @@ class Server:
             # (as under pyfunc-invoker 0.1.0); waitress would drop them, since no proxy is trusted.
             clear_untrusted_proxy_headers=False,
         )
-        make_loop = None
-        if hasattr(select, "epoll"):  # Linux
-            from ._eventloop import EpollLoop
-
-            make_loop = EpollLoop
         installed = _waitress.install(self.waitress, make_loop=make_loop, answer=answerer(config.access_log),
                                       defer=getattr(app, "is_async", False),
                                       receive_timeout=config.receive_timeout)
@@ -162,6 +164,11 @@ class Server:
         if installed.defers and enable_deferral is not None:
             # An async handler or an ASGI app (issue 22): parked requests, sinks made by the adapter.
             enable_deferral(_waitress.StreamSink)
+
+    def accept(self) -> None:
+        """Start accepting on a ``listener`` given to the constructor (a worker, once all are ready)."""
+        if not self._stopping.is_set():
+            self.waitress.accept_connections()  # type: ignore[union-attr]  # one socket: never a MultiSocketServer
 
     @property
     def port(self) -> int:
@@ -297,9 +304,15 @@ def refuse_new_handshakes(listener: socket.socket) -> bool:
         return False
 
 
-def serve(config: Config) -> int:
-    """Run the function server until SIGTERM/SIGINT; returns the process exit code."""
+def serve(config: Config, worker: Optional[WorkerLink] = None) -> int:
+    """Run the function server until SIGTERM/SIGINT; returns the process exit code.
+
+    ``worker``: this process is one of ``PYFUNC_WORKERS`` (pyfunc._workers), serving its socket."""
     logs.configure(config.log_format, config.log_level)
+    if worker is None and config.workers != 1:  # --- workers hook (_workers.py): the supervisor
+        from ._workers import supervise
+
+        return supervise(config)
     app: Served
     serving: Optional[Union[FunctionApp, AsgiApp, WsgiApp]] = None  # None: the load error's page
     try:
@@ -313,8 +326,12 @@ def serve(config: Config) -> int:
         from ._reload import ErrorApp
 
         app = ErrorApp(exc, config)
+    if serving is not None:
+        # After start(), which may have installed a tracer provider; before the port opens, so
+        # that nothing is left between the first connection and its answer.
+        serving.enable_tracing()
     try:
-        server = Server(app, config)
+        server = Server(app, config, worker.socket if worker is not None else None)
     except OSError as exc:
         print(f"pyfunc: error: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}",
               file=sys.stderr)
@@ -327,15 +344,18 @@ def serve(config: Config) -> int:
     signal.signal(signal.SIGINT, on_signal)
     loaded: Optional[LoadedFunction] = getattr(app, "loaded", None)
     if serving is not None:  # a function's app, or an ASGI or WSGI app's (issue 22)
-        serving.enable_tracing()  # after start(), which may have installed a tracer provider
         serving.on_ready()  # eventing hook (_metrics.py): the port is open, the startup time is known
     logger.info(
-        "serving %s from %s on http://%s:%d (%d-%d threads)",
+        "serving %s from %s on http://%s:%d (%d-%d threads%s)",
         loaded.qualname if loaded else "nothing (load error)",
         os.path.abspath(config.directory), config.host, server.port, config.threads,
-        max(config.threads, config.max_threads),
+        max(config.threads, config.max_threads), f", worker {worker.index}" if worker is not None else "",
     )
-    server.serve_forever()
+    if worker is None:
+        server.serve_forever()
+    elif worker.ready():  # --- workers hook: accept once every worker is ready (False: stopping)
+        server.accept()
+        server.serve_forever()
     if loaded is not None:
         run_stop_hook(loaded)
     tracing = getattr(app, "tracing", None)

@@ -127,3 +127,51 @@ def test_without_dedup_a_reply_that_cannot_be_encoded_fails_only_its_event(serve
     assert partial.status_code == 500
     assert [e["status"] for e in partial.json()["events"]] == [200, 500, 200]
     assert "object" not in partial.text  # no exception text or type names leak into the answer
+
+
+MIXED = """
+import pyfunc
+
+class Unserialisable:
+    pass
+
+def handler(event):
+    data = event.data or {}
+    kind = data.get("kind")
+    if kind == "raise":
+        raise RuntimeError("boom")
+    if kind == "retry":
+        raise pyfunc.Retry("later", after=7)
+    if kind == "none":
+        return None
+    if kind == "bad-shape":
+        return 42
+    if kind == "bad-data":
+        return {"type": "r", "source": "/t"}, {"x": Unserialisable()}
+    if kind == "attrs-only":
+        return {"type": "only-attrs", "source": "/t"}
+    return {"type": "r", "source": "/t"}, {"echo": event["id"]}
+"""
+
+
+def _comparable(response: requests.Response):
+    body = response.json()
+    if isinstance(body, list):  # replies: ids and times are new per reply
+        return response.status_code, [{k: v for k, v in e.items() if k not in ("id", "time")} for e in body]
+    return response.status_code, body, response.headers.get("Retry-After")
+
+
+@pytest.mark.parametrize("kinds", [
+    ["ok", "ok", "attrs-only", "none", "ok"],
+    ["ok", "raise", "none", "ok"],
+    ["ok", "retry", "bad-shape", "ok"],
+    ["ok", "bad-data", "ok"],
+    ["bad-shape", "none"],
+])
+def test_the_batch_lane_answers_as_the_general_path(serve, kinds):
+    """Plain pyfunc answers these batches through the batch lane (_batchlane.py); with metrics on
+    the lane is off and the general path answers: the same statuses, bodies and headers."""
+    lane = serve(MIXED)
+    general = serve(MIXED, env={"PYFUNC_METRICS": "true"})
+    events = batch(*({"kind": kind} for kind in kinds))
+    assert _comparable(post(lane.url, events)) == _comparable(post(general.url, events))

@@ -29,3 +29,12 @@ def echo(event):
 def sleep(request):
     time.sleep(1)
     return "done"
+
+
+@functions_framework.http
+def cpu(request):
+    """The workers scenario (bench/workers_bench.py): about 2 ms of pure Python per request."""
+    total = 0
+    for i in range(15000):
+        total += i * i
+    return "ok"
