@@ -498,3 +498,75 @@ def test_blocked_workers_still_grow_the_pool_when_other_processes_load_the_cpu(s
     assert answers == [(200, b"1")] * 30
     assert peak[0] >= baseline + 20, (baseline, peak[0])
     assert seconds < 6, f"30 requests sleeping 1 s took {seconds:.1f}s on a loaded CPU (2 at a time: 15 s)"
+
+
+# ------------------------------------------------------------------- the elastic pool under a CPU quota
+
+def _load(server, clients: int, seconds: float) -> tuple[list[int], int]:
+    """``clients`` keep POSTing for ``seconds``: (the statuses, the peak thread count)."""
+    pid = server.process.pid
+    stop, peak = threading.Event(), [_threads(pid)]
+    answers: list[int] = []
+
+    def client() -> None:
+        with requests.Session() as session:
+            while not stop.is_set():
+                answers.append(session.post(server.url, data=b"x", timeout=60).status_code)
+
+    watcher = _peak_threads(pid, stop, peak)
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    time.sleep(seconds)
+    stop.set()
+    for thread in threads + [watcher]:
+        thread.join(90)
+    return answers, peak[0]
+
+
+def test_computing_workers_do_not_grow_the_pool_under_a_cpu_quota(serve):
+    """A Kubernetes CPU limit is a CFS quota: the server's threads are all runnable and none runs
+    for most of each period. The workers' busy time shows nothing while they are throttled; their
+    state (runnable) says they compute. A real cgroup with 0.3 CPU, the server moved in."""
+    from cgroups import cpu_quota
+
+    server = serve(COMPUTE, env={"PYFUNC_THREADS": "2", "PYFUNC_MAX_THREADS": "64"})
+    baseline = _threads(server.process.pid)
+    with cpu_quota(0.3) as cgroup:
+        cgroup.add(server.process.pid)
+        answers, peak = _load(server, 16, 6)
+        assert cgroup.throttled_periods() > 0, "the quota never throttled the server: the test measured nothing"
+    assert answers and set(answers) == {200}, sorted(set(answers))
+    assert len(answers) >= 20, f"only {len(answers)} requests in 6 s: the test measured nothing"
+    assert peak <= baseline + 2, f"the pool grew from {baseline} to {peak} threads for computing workers"
+
+
+def test_computing_workers_do_not_grow_the_pool_under_a_cpu_quota_and_other_processes(serve):
+    """Both at once: a 0.5 CPU quota on a machine whose cores two busy loops keep busy."""
+    from cgroups import cpu_quota
+
+    server = serve(COMPUTE, env={"PYFUNC_THREADS": "2", "PYFUNC_MAX_THREADS": "64"})
+    baseline = _threads(server.process.pid)
+    with cpu_quota(0.5) as cgroup, _cpu_hogs(server.process.pid):
+        cgroup.add(server.process.pid)
+        answers, peak = _load(server, 16, 6)
+    assert answers and set(answers) == {200}, sorted(set(answers))
+    assert len(answers) >= 20, f"only {len(answers)} requests in 6 s: the test measured nothing"
+    assert peak <= baseline + 2, f"the pool grew from {baseline} to {peak} threads for computing workers"
+
+
+def test_blocked_workers_still_grow_the_pool_under_a_cpu_quota(serve):
+    from cgroups import cpu_quota
+
+    server = serve(SYNC_SLEEP, env={"PYFUNC_THREADS": "2", "PYFUNC_MAX_THREADS": "64"})
+    pid = server.process.pid
+    baseline = _threads(pid)
+    stop, peak = threading.Event(), [baseline]
+    with cpu_quota(0.3) as cgroup, _cpu_hogs(pid):
+        cgroup.add(pid)
+        watcher = _peak_threads(pid, stop, peak)
+        seconds, answers = _wave(server.port, 30, b"1")
+        stop.set()
+        watcher.join(10)
+    assert answers == [(200, b"1")] * 30, f"{seconds:.1f}s: {answers}"
+    assert peak[0] >= baseline + 20, (baseline, peak[0])
