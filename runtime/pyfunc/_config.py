@@ -22,22 +22,59 @@ class ConfigError(PyfuncError):
     """A setting has a value pyfunc cannot use."""
 
 
+# The messages below say what the value must be, never Python's own words ("invalid literal for
+# int() with base 10"): they end up in a one-line start-up error an operator reads.
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError("must be a whole number") from None
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("must be a number") from None
+    if value != value or value in (float("inf"), float("-inf")):  # nan, inf: no timeout means 0
+        raise ValueError("must be a finite number")
+    return value
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _int(text)
     if value < 1:
         raise ValueError("must be at least 1")
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def _bounded_int(highest: int) -> Callable[[str], int]:
+    """A whole number from 1 to ``highest`` (a port; a thread count the machine can start)."""
+    def parse(text: str) -> int:
+        value = _positive_int(text)
+        if value > highest:
+            raise ValueError(f"must be at most {highest}")
+        return value
+
+    return parse
+
+
 def _non_negative_float(text: str) -> float:
-    value = float(text)
+    value = _float(text)
     if value < 0:
         raise ValueError("must not be negative")
     return value
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
+    value = _float(text)
     if not value > 0:
         raise ValueError("must be positive")
     return value
@@ -48,7 +85,10 @@ def _size(text: str) -> int:
     text = text.strip().upper().removesuffix("B").removesuffix("I")
     factor = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
     number = text[:-1] if factor > 1 else text
-    value = int(float(number) * factor)
+    try:
+        value = int(_float(number) * factor)
+    except ValueError:
+        raise ValueError("must be a number of bytes, with an optional K, M or G suffix") from None
     if value < 1:
         raise ValueError("must be positive")
     return value
@@ -95,14 +135,18 @@ else:  # the same record, immutable: a frozen dataclass's generated code costs ~
     Setting = collections.namedtuple("Setting", "name env flag default parse help")
 
 
+# Most threads a pool may be given: far beyond what a pod serves (Knative's containerConcurrency
+# is at most 1000), well under what would exhaust the machine at start.
+MAX_THREADS = 10_000
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("handler", "PYTHON_HANDLER", "--handler", "handler.handler", str,
             "the function to serve: module.func, pkg.mod.func or module:func"),
-    Setting("port", "PORT", "--port", 8080, _positive_int, "TCP port to listen on (Knative sets PORT)"),
+    Setting("port", "PORT", "--port", 8080, _bounded_int(65535), "TCP port to listen on (Knative sets PORT)"),
     Setting("host", "PYFUNC_HOST", "--host", "0.0.0.0", str, "address to listen on"),
-    Setting("threads", "PYFUNC_THREADS", "--threads", 8, _positive_int,
+    Setting("threads", "PYFUNC_THREADS", "--threads", 8, _bounded_int(MAX_THREADS),
             "worker threads always kept (the pool's core); enough for CPU-bound handlers"),
-    Setting("max_threads", "PYFUNC_MAX_THREADS", "--max-threads", 256, _positive_int,
+    Setting("max_threads", "PYFUNC_MAX_THREADS", "--max-threads", 256, _bounded_int(MAX_THREADS),
             "most worker threads: the pool grows past PYFUNC_THREADS while its workers are blocked "
             "(sync handlers waiting on I/O) and requests wait; async handlers hold none while they await"),
     Setting("thread_idle_timeout", "PYFUNC_THREAD_IDLE_TIMEOUT", "--thread-idle-timeout", 30.0,
@@ -122,7 +166,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("timeout", "PYFUNC_TIMEOUT", "--timeout", 0.0, _non_negative_float,
             "seconds one invocation may take before a 504 (0: no limit); unset, Knative's "
             "REVISION_TIMEOUT_SECONDS when the environment has it"),
-    Setting("max_concurrency", "PYFUNC_MAX_CONCURRENCY", "--max-concurrency", 0, int,
+    Setting("max_concurrency", "PYFUNC_MAX_CONCURRENCY", "--max-concurrency", 0, _non_negative_int,
             "invocations in progress at once before 429 (0: no limit; like containerConcurrency)"),
     Setting("shutdown_timeout", "PYFUNC_SHUTDOWN_TIMEOUT", "--shutdown-timeout", 0.0, _non_negative_float,
             "seconds SIGTERM waits for in-flight requests (0: until they finish; the platform's "

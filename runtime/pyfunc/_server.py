@@ -277,8 +277,8 @@ def serve(config: Config) -> int:
         app = ErrorApp(exc, config)  # type: ignore[assignment]
     try:
         server = Server(app, config)
-    except OSError as exc:
-        print(f"pyfunc: error: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}",
+    except (OSError, ValueError) as exc:  # ValueError: waitress found no address for PYFUNC_HOST
+        print(f"pyfunc: error: cannot listen on {config.host}:{config.port}: {getattr(exc, 'strerror', None) or exc}",
               file=sys.stderr)
         return 1
 
