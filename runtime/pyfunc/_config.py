@@ -145,7 +145,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("port", "PORT", "--port", 8080, _bounded_int(65535), "TCP port to listen on (Knative sets PORT)"),
     Setting("host", "PYFUNC_HOST", "--host", "0.0.0.0", str, "address to listen on"),
     Setting("threads", "PYFUNC_THREADS", "--threads", 8, _bounded_int(MAX_THREADS),
-            "worker threads always kept (the pool's core); enough for CPU-bound handlers"),
+            "worker threads always kept (the pool's core); unset, 4 per CPU the cgroup's quota allows, "
+            "2 to 8 (8 without a quota on 2 cores or more); enough for CPU-bound handlers"),
     Setting("max_threads", "PYFUNC_MAX_THREADS", "--max-threads", 256, _bounded_int(MAX_THREADS),
             "most worker threads: the pool grows past PYFUNC_THREADS while its workers are blocked "
             "(sync handlers waiting on I/O) and requests wait; async handlers hold none while they await"),
@@ -299,6 +300,11 @@ class Config:
         if args is not None and getattr(args, "directory", None):
             values["directory"] = args.directory
         values.update(overrides)
+        if "threads" not in values:
+            # Unset: from the CPUs the pod may use (its cgroup's quota), not the node's cores.
+            from ._cgroup import default_threads
+
+            values["threads"] = default_threads()
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 

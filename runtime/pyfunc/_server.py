@@ -291,11 +291,13 @@ def serve(config: Config) -> int:
     if isinstance(app, FunctionApp):
         app.enable_tracing()  # after start(), which may have installed a tracer provider
         app.on_ready()  # eventing hook (_metrics.py): the port is open, the startup time is known
+    from ._cgroup import describe
+
     logger.info(
-        "serving %s from %s on http://%s:%d (%d-%d threads)",
+        "serving %s from %s on http://%s:%d (%d-%d threads; %s)",
         loaded.qualname if loaded else "nothing (load error)",
         os.path.abspath(config.directory), config.host, server.port, config.threads,
-        max(config.threads, config.max_threads),
+        max(config.threads, config.max_threads), describe(),
     )
     server.serve_forever()
     if loaded is not None:
