@@ -94,6 +94,16 @@ def _size(text: str) -> int:
     return value
 
 
+def _budget(text: str) -> Any:
+    """``auto`` (from the cgroup memory limit), ``0`` (no budget) or bytes like ``_size``."""
+    value = text.strip().lower()
+    if value == "auto":
+        return "auto"
+    if value in ("0", "off"):
+        return 0
+    return _size(text)
+
+
 def _choice(*options: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         value = text.strip().lower()
@@ -157,6 +167,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("backlog", "PYFUNC_BACKLOG", "--backlog", 1024, _positive_int, "listen backlog"),
     Setting("max_body_size", "PYFUNC_MAX_BODY_SIZE", "--max-body-size", 10 << 20, _size,
             "largest request body in bytes (K/M/G suffixes allowed); larger gets 413"),
+    Setting("max_body_bytes_in_flight", "PYFUNC_MAX_BODY_BYTES_IN_FLIGHT", "--max-body-bytes-in-flight", "auto",
+            _budget, "request bytes (by Content-Length) received or served at once; a request beyond "
+            "gets 503 with Retry-After instead of the memory it would take (auto: a third of the cgroup "
+            "memory limit above 48 MiB, none without a limit; 0: no limit; one body is always admitted)"),
     Setting("max_header_size", "PYFUNC_MAX_HEADER_SIZE", "--max-header-size", 64 << 10, _size,
             "largest request head (request line + headers); larger gets 431"),
     Setting("channel_timeout", "PYFUNC_CHANNEL_TIMEOUT", "--channel-timeout", 60.0, _non_negative_float,
@@ -236,6 +250,7 @@ class Config:
     connection_limit: int = 1024
     backlog: int = 1024
     max_body_size: int = 10 << 20
+    max_body_bytes_in_flight: Any = "auto"  # "auto" or bytes (0: no budget)
     max_header_size: int = 64 << 10
     channel_timeout: float = 60.0
     receive_timeout: float = 30.0

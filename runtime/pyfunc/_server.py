@@ -122,7 +122,11 @@ class Server:
             flush_access_lines = logs.defer_access_lines() if self.loop is not None else None
             if self.loop is not None and flush_access_lines is not None:
                 self.loop.before_wait.append(flush_access_lines)
-        _waitress.install_refusals(self.waitress, answerer(getattr(app, "access_log", config.access_log)))
+        from ._memory import budget_of
+
+        self.body_budget = budget_of(config)  # None: no memory budget (pyfunc._memory)
+        _waitress.install_refusals(self.waitress, answerer(getattr(app, "access_log", config.access_log)),
+                                   self.body_budget)
         if getattr(app, "is_async", False) and _waitress.install_deferral(self.waitress):
             app.enable_deferral()
         if config.receive_timeout:
