@@ -17,6 +17,7 @@ The function directory is mounted at /workspace (the base image's entry point se
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -35,6 +36,8 @@ from provenance import destination, stamp  # noqa: E402
 pytestmark = pytest.mark.e2e
 
 RESULTS = REPO / "e2e" / "results" / "pod_sizing.json"
+# The image run: pyfunc/base (the default stack's), or another stack's tag (PYFUNC_E2E_BASE=pyfunc/base:3.13).
+IMAGE = os.environ.get("PYFUNC_E2E_BASE", BASE)
 MiB = 1 << 20
 
 COMPUTE = """
@@ -146,7 +149,7 @@ def _hold(url: str, name: str, size: int, count: int, answers: list, already: in
 
 def test_computing_workers_under_half_a_cpu_do_not_grow_the_pool(tmp_path):
     directory = _function(tmp_path, COMPUTE)
-    with running(BASE, *_limited(directory, None, "--cpus=0.5", "-e", "PYFUNC_MAX_THREADS=64")) as container:
+    with running(IMAGE, *_limited(directory, None, "--cpus=0.5", "-e", "PYFUNC_MAX_THREADS=64")) as container:
         assert "(2-64 threads; CPU limit 0.5" in container.logs(), container.logs()
         baseline = _threads(container.name)
         stop, answers, peak = threading.Event(), [], [baseline]
@@ -175,7 +178,7 @@ def test_computing_workers_under_half_a_cpu_do_not_grow_the_pool(tmp_path):
 
 def test_a_flood_of_10_mib_bodies_into_128_mib_is_all_answered_and_the_container_lives(tmp_path):
     directory = _function(tmp_path, LENGTH)
-    with running(BASE, *_limited(directory, "128m", "-e", "PYFUNC_THREADS=16")) as container:
+    with running(IMAGE, *_limited(directory, "128m", "-e", "PYFUNC_THREADS=16")) as container:
         assert "memory limit 128 MiB" in container.logs(), container.logs()
         answers: list = []
         clients = [threading.Thread(target=_post, args=(container.url, 10 * MiB, answers)) for _ in range(40)]
@@ -199,7 +202,7 @@ def test_measure_memory_per_body_and_the_most_1_mib_bodies_that_fit(tmp_path):
     figures: dict = {"per_body": {}, "most_1MiB_bodies_held": {}}
     held = 8
     for label, size in (("100KiB", 100 << 10), ("1MiB", MiB), ("10MiB", 10 * MiB)):
-        with running(BASE, *_limited(directory, "1g", "-e", "PYFUNC_MAX_BODY_BYTES_IN_FLIGHT=0",
+        with running(IMAGE, *_limited(directory, "1g", "-e", "PYFUNC_MAX_BODY_BYTES_IN_FLIGHT=0",
                                      "-e", "PYFUNC_THREADS=16", "-e", "PYFUNC_MAX_BODY_SIZE=20M")) as container:
             requests.post(container.url, data=b"warm", timeout=30)  # imports done, as after a first request
             (rss0, tmp0), cg0 = _rss_and_tmp(container.name), _cgroup_bytes(container.name)
@@ -219,7 +222,7 @@ def test_measure_memory_per_body_and_the_most_1_mib_bodies_that_fit(tmp_path):
             }
     assert figures["per_body"]["10MiB"]["cgroup_bytes"] > 10 * MiB  # the body, at least, was counted
     for limit in (128, 256):
-        with running(BASE, *_limited(directory, f"{limit}m", "-e", "PYFUNC_MAX_BODY_BYTES_IN_FLIGHT=0",
+        with running(IMAGE, *_limited(directory, f"{limit}m", "-e", "PYFUNC_MAX_BODY_BYTES_IN_FLIGHT=0",
                                      "-e", "PYFUNC_THREADS=16", "-e", "PYFUNC_MAX_THREADS=512")) as container:
             answers, clients, alive, step = [], [], 0, 4
             while True:
