@@ -337,16 +337,17 @@ def pod_sizing() -> str:
     def mib(value: float) -> str:
         return f"{value / (1 << 20):.1f} MiB"
 
-    rows = ["| body in flight | container memory (cgroup) per body | of which `/tmp` (tmpfs) | process RSS |",
+    rows = ["| body in flight | container memory (cgroup) per body | `/tmp` (tmpfs) per body | process RSS per body |",
             "|---|---|---|---|"]
-    for label, row in data["per_body"].items():
+    for label, row in sorted(data["per_body"].items(), key=lambda item: item[1]["body_bytes"]):
         rows.append(f"| {label.replace('KiB', ' KiB').replace('MiB', ' MiB')} | {mib(row['cgroup_bytes'])} | "
                     f"{mib(row['tmp_bytes'])} | {mib(row['rss_bytes'])} |")
     idle = next(iter(data["per_body"].values()))
     text = "\n".join(rows) + (f"\n\nAn idle server (after its first request): {mib(idle['idle_cgroup_bytes'])} of "
                               f"container memory, {mib(idle['idle_rss_bytes'])} RSS. Each body held by a handler "
                               "(8 at once, `PYFUNC_MAX_BODY_BYTES_IN_FLIGHT=0`), in a read-only container with "
-                              "`/tmp` on tmpfs.\n\n")
+                              "`/tmp` on tmpfs; a body under 512 KiB stays in memory, a larger one is in `/tmp` and, "
+                              "once the handler runs, in memory too.\n\n")
     most = data.get("most_1MiB_bodies_held", {})
     budget = data.get("default_budget_bytes", {})
     text += ("| `--memory` | 1 MiB bodies held at once before the OOM kill, no budget | default budget (`auto`) |\n"

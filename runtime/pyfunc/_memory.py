@@ -34,12 +34,14 @@ __all__ = ["BodyBudget", "budget_of", "default_budget", "RETRY_AFTER", "BUDGET_S
 # Retry-After of a shed request, in seconds: a body in flight is usually received and served
 # within a second or two; Knative eventing honours it (delivery.retryAfterMax caps it).
 RETRY_AFTER = 1
-# What the process needs besides bodies: the interpreter, Flask, waitress, the handler's imports
-# (measured RSS of an idle server: see "Sizing a pod" in docs/serving.md).
+# What the process needs besides bodies. An idle server after its first request is charged about
+# 12 MiB in its container (e2e/results/pod_sizing.json, "Sizing a pod" in docs/serving.md); the
+# rest is room for the handler's own imports and work, which pyfunc cannot know.
 BASELINE = 48 << 20
-# The share of the rest a body in flight may take. A body received is in /tmp (tmpfs, counted)
-# and, once served, read into memory by the app, and the handler's own use of it comes on top:
-# about 3 times its size at the peak (measured, ibid.), so a third of the room.
+# The share of the rest that bodies in flight may take. A body held by its handler is charged
+# about twice its size (measured, ibid.: 1 MiB -> 2.2 MiB, 10 MiB -> 20.2 MiB: the /tmp copy on
+# tmpfs and the copy the app reads), and the handler's own use of the body comes on top: a third.
+# 128 MiB: 26.7 MiB of bodies (measured: 52 bodies of 1 MiB held at once fit before the OOM kill).
 BUDGET_SHARE = 1 / 3
 
 
