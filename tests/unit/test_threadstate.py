@@ -4,6 +4,7 @@ the GIL is, and one that ended reads as gone (never as runnable)."""
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 import threading
 import time
@@ -70,8 +71,14 @@ def test_a_thread_computing_outside_the_gil_is_runnable() -> None:
 
 
 def test_an_ended_thread_is_gone_not_runnable() -> None:
-    thread, probe = _probe_of(lambda: None)
+    """join() returns before the kernel has reaped the thread (it is still running its exit):
+    once its /proc entry is gone, it reads as not runnable and its busy time raises."""
+    ids: list[int] = []
+    thread, probe = _probe_of(lambda: ids.append(threading.get_native_id()))
     thread.join(10)
+    deadline = time.monotonic() + 30
+    while os.path.exists(f"/proc/self/task/{ids[0]}") and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert not probe.runnable()
     with pytest.raises((OSError, ValueError)):
         probe()
