@@ -10,8 +10,9 @@ Every figures block in the docs sits between markers; this script owns what is i
 
     python3 scripts/figures.py           rewrite every block from bench/, tests/reliability/, e2e/ results
     python3 scripts/figures.py --check   exit 1 if a block differs from what the results say (CI: tests/test_figures.py)
-    python3 scripts/figures.py --stale   warn about results measured before the last runtime/ change,
-                                         on a dirty tree, or at no known commit (exit 0: informational)
+    python3 scripts/figures.py --stale   fail on results measured on a dirty tree or at a commit not in
+                                         this branch's history; warn about ones measured before the last
+                                         runtime/ change, or with no commit (exit 0 for warnings alone)
 
 Stdlib only, so it runs with any python3 and without the project's venv.
 """
@@ -37,7 +38,8 @@ POD_SIZING = "e2e/results/pod_sizing.json"
 RELIABILITY = "tests/reliability/results"
 RESULTS_GLOBS = ["bench/results/*.json", "bench/results/*/*.json", f"{RELIABILITY}/*.json", "e2e/results/*.json"]
 # Files whose figures are generated. docs/quickstart.md (and the README's Quickstart) quote none.
-DOCS = ["README.md", "docs/reliability.md", "docs/security.md", "bench/README.md", "docs/serving.md"]
+DOCS = ["README.md", "docs/reliability.md", "docs/security.md", "bench/README.md", "docs/delivery.md",
+        "docs/serving.md"]
 BLOCK = re.compile(r"(<!-- figures:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /figures -->)", re.S)
 PROVENANCE = ("commit", "dirty", "date")
 
@@ -253,14 +255,19 @@ def bench_instructions() -> str:
             return f"{value / 1000:,.0f}k"
         return f"{value / 1000:,.0f}k (**×{row[part]['raw'] / value:.2f}**)"
 
-    rows = ["| scenario | app: limit | app: pyfunc | whole server: limit | whole server: pyfunc |",
-            "|---|---|---|---|---|"]
+    # Only the parts this run measured: a column, and the caption's sentence, for each.
+    parts = [part for part in ("app", "server") if any(row.get(part) for row in res["scenarios"].values())]
+    titles = {"app": ("app: limit", "app: pyfunc"), "server": ("whole server: limit", "whole server: pyfunc")}
+    rows = ["| scenario | " + " | ".join(t for part in parts for t in titles[part]) + " |",
+            "|---|" + "---|---|" * len(parts)]
     for name, row in res["scenarios"].items():
-        rows.append(f"| {name} | {cell(row, 'app', 'raw')} | {cell(row, 'app', 'pyfunc')} | "
-                    f"{cell(row, 'server', 'raw')} | {cell(row, 'server', 'pyfunc')} |")
-    return ("\n".join(rows) + f"\n\nUser-space instructions per request under callgrind (×: limit ÷ pyfunc, higher "
-            f"is better): the WSGI app alone, called in-process ({res['app_calls']} calls), and the whole "
-            f"process serving {res['server_requests']} requests from {res['clients']} keep-alive clients.\n"
+        rows.append(f"| {name} | " + " | ".join(f"{cell(row, part, 'raw')} | {cell(row, part, 'pyfunc')}"
+                                               for part in parts) + " |")
+    what = {"app": f"the WSGI app alone, called in-process ({res['app_calls']} calls)",
+            "server": f"the whole process serving {res['server_requests']} requests from {res['clients']} "
+                      f"keep-alive clients"}
+    return ("\n".join(rows) + "\n\nUser-space instructions per request under callgrind (×: limit ÷ pyfunc, higher "
+            f"is better): {' and '.join(what[part] for part in parts) or 'nothing measured'}.\n"
             f"{source_line(BENCH_INSTRUCTIONS, res)}\n")
 
 
@@ -284,6 +291,44 @@ def bench_eventing() -> str:
         rows.append(f"| {what} | " + " | ".join(cells) + " |")
     return ("\n".join(rows) + "\n\nThroughput of each variant ÷ plain pyfunc's in the same run (higher is "
             f"better; 1.00 = no cost).\n{source_line(BENCH_EVENTING, res)}\n")
+
+
+def metrics_cost() -> str:
+    """What ``PYFUNC_METRICS`` costs at start: the eventing bench's cold starts, metrics on and off."""
+    res = load(BENCH_EVENTING)
+    if res is None:
+        return missing(BENCH_EVENTING, "`python3 bench/run.py --group eventing`")
+    cold = res["cold_start"]
+
+    def figure(server: str, key: str) -> Optional[float]:
+        return median(cold.get(server, {}).get(key, []))
+
+    off_ms, on_ms = figure("pyfunc", "ce_samples_ms"), figure("pyfunc-metrics", "ce_samples_ms")
+    off_mb, on_mb = figure("pyfunc", "ce_rss_idle_mb"), figure("pyfunc-metrics", "ce_rss_idle_mb")
+    if None in (off_ms, on_ms, off_mb, on_mb):
+        return f"*`{BENCH_EVENTING}` has no cold start of pyfunc with and without metrics.*\n"
+    return (f"A CloudEvent function's cold start: {off_ms:.0f} ms with metrics off, {on_ms:.0f} ms on; its idle "
+            f"RSS {off_mb:.1f} MB off, {on_mb:.1f} MB on (medians of {res['meta'].get('cold_reps', '?')} starts).\n"
+            f"{source_line(BENCH_EVENTING, res)}\n")
+
+
+def serving_memory() -> str:
+    """What a waiting request holds: the I/O bench's peak RSS over idle, per request in the wave."""
+    res = load(BENCH_IO)
+    if res is None:
+        return missing(BENCH_IO, "`python3 bench/run.py --only io`")
+    lines = []
+    for variant in res["variants"]:
+        label, idle = variant["label"], variant.get("idle_rss_mb")
+        if not label.startswith("pyfunc") or not idle or not variant["cells"]:
+            continue
+        conc = max(variant["cells"], key=int)
+        cell = variant["cells"][conc]
+        per = (cell["rss_peak_mb"] - idle) * 1024 / int(conc)
+        lines.append(f"- {label}: about {per:.0f} KB per waiting request (peak RSS {cell['rss_peak_mb']:.1f} MB "
+                     f"with {conc} requests waiting 1 s, {idle:.1f} MB idle).")
+    return ("\n".join(lines) + f"\n\n{source_line(BENCH_IO, res)}\n") if lines else (
+        f"*`{BENCH_IO}` has no pyfunc variant.*\n")
 
 
 # ---- containers (e2e) -------------------------------------------------------------------------------
@@ -440,7 +485,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "bench-compare": bench_compare, "bench-run-time": bench_run_time, "containers": containers,
     "image-sizes": image_sizes, "reliability": reliability, "bench-io": bench_io,
     "bench-eventing": bench_eventing, "bench-instructions": bench_instructions, "bench-docker": bench_docker,
-    "pod-sizing": pod_sizing,
+    "metrics-cost": metrics_cost, "serving-memory": serving_memory, "pod-sizing": pod_sizing,
 }
 
 
@@ -474,41 +519,60 @@ def git(*args: str) -> subprocess.CompletedProcess:
 
 def stale_reasons(data: dict[str, Any], runtime_head: str) -> list[str]:
     """Why the figures in DATA may not describe today's runtime (empty: they do)."""
+    errors, warnings = classify(data, runtime_head)
+    return errors + warnings
+
+
+def classify(data: dict[str, Any], runtime_head: str) -> tuple[list[str], list[str]]:
+    """(errors, warnings) about one results file.
+
+    Errors fail CI: figures measured on a dirty tree (no commit holds what ran), or at a commit
+    that is not in this branch's history (a rebased or abandoned branch: nobody can check them
+    out). A branch merged into main keeps its commits in main's history, so its results pass
+    there. Warnings do not fail: results measured before the last runtime/ change (re-measure
+    them before quoting them as today's), or from before provenance existed."""
     commit = data.get("commit")
     if not commit:
-        return ["no commit recorded"]
-    reasons = ["measured on a dirty tree"] if data.get("dirty") else []
+        return [], ["no commit recorded"]
+    errors = ["measured on a dirty tree"] if data.get("dirty") else []
+    if git("cat-file", "-e", f"{commit}^{{commit}}").returncode != 0 and \
+            git("rev-parse", "--is-shallow-repository").stdout.strip() == "true":
+        return errors, [f"commit {commit[:7]} cannot be checked in this shallow clone"]
     if git("merge-base", "--is-ancestor", commit, "HEAD").returncode != 0:
-        return reasons + [f"commit {commit[:7]} is not in this branch's history"]
+        return errors + [f"commit {commit[:7]} is not in this branch's history"], []
     if git("merge-base", "--is-ancestor", runtime_head, commit).returncode != 0:
-        reasons.append(f"measured at {commit[:7]}, before the last runtime/ change {runtime_head[:7]}")
-    return reasons
+        return errors, [f"measured at {commit[:7]}, before the last runtime/ change {runtime_head[:7]}"]
+    return errors, []
 
 
 def results_files() -> list[Path]:
     return sorted({p for pattern in RESULTS_GLOBS for p in REPO.glob(pattern)})
 
 
-def stale() -> list[str]:
+def stale() -> tuple[list[str], list[str]]:
+    """(errors, warnings) over every results file (see :func:`classify`)."""
     runtime_head = git("log", "-1", "--format=%H", "--", "runtime/").stdout.strip()
-    warnings = []
+    errors, warnings = [], []
     for path in results_files():
-        reasons = stale_reasons(json.loads(path.read_text()), runtime_head)
-        if reasons:
-            warnings.append(f"WARNING: stale figures: {path.relative_to(REPO)}: {'; '.join(reasons)}")
-    return warnings
+        bad, old = classify(json.loads(path.read_text()), runtime_head)
+        rel = path.relative_to(REPO)
+        errors += [f"ERROR: figures no commit can reproduce: {rel}: {reason}" for reason in bad]
+        if old:
+            warnings.append(f"WARNING: stale figures: {rel}: {'; '.join(old)}")
+    return errors, warnings
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true", help="exit 1 if a generated block is out of date")
-    mode.add_argument("--stale", action="store_true", help="warn about results older than the runtime (exit 0)")
+    mode.add_argument("--stale", action="store_true",
+                      help="fail on dirty or unreachable results; warn about ones older than the runtime")
     args = parser.parse_args()
     if args.stale:
-        warnings = stale()
-        print("\n".join(warnings) if warnings else "figures: every results file is current")
-        return 0
+        errors, warnings = stale()
+        print("\n".join(errors + warnings) if errors or warnings else "figures: every results file is current")
+        return 1 if errors else 0
     outdated = []
     for doc in DOCS:
         path = REPO / doc

@@ -30,9 +30,9 @@ if [ "$#" -eq 0 ]; then
   # Left out of tests/serving: the pure-transport modules (the epoll loop under slow readers and
   # pipelining, the waitress contract, concurrency, drain). Their handlers take the HTTP body and headers, no
   # event is bound or returned as an SDK type, and the tests send no CloudEvent: the server never
-  # imports cloudevents, whichever major is installed (checked by running them with a meta-path
-  # hook that fails any cloudevents import in the server processes). They are most of
-  # tests/serving's time (about 50 of 80 s) and run on 1.x in .venv.
+  # imports cloudevents, whichever major is installed (tests/cli/test_cold_start.py checks, from
+  # inside a real server process, that serving such a function loads no cloudevents module). They
+  # are most of tests/serving's time and run on 1.x in .venv.
   set -- -q -p no:cacheprovider tests/unit tests/integration tests/serving tests/cli/test_testing.py \
     --ignore=tests/serving/test_concurrency.py --ignore=tests/serving/test_drain.py \
     --ignore=tests/serving/test_eventloop.py --ignore=tests/serving/test_waitress_contract.py

@@ -33,7 +33,27 @@ except ImportError:  # cloudevents 2.x (scripts/test-sdk2.sh): the same 1.x API,
 
     LEGACY = "cloudevents.v1"
 
-from pyfunc._server import free_port
+import socket
+from typing import Any
+
+
+def free_port() -> int:
+    """An unused TCP port on loopback."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def socket_map(server: Any) -> dict[int, Any]:
+    """A waitress server's dispatchers by fd: what its loop watches."""
+    return server._map  # type: ignore[no-any-return]
+
+
+def pool_size(server: Any) -> int:
+    """Threads a waitress server's pool has now."""
+    dispatcher = server.task_dispatcher
+    with dispatcher.lock:
+        return int(len(dispatcher.threads) - dispatcher.stop_count)
 
 
 def legacy(source: str) -> str:

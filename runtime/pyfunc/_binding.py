@@ -19,7 +19,7 @@ annotated ``flask.Request``     ``flask.Request``                           no
 annotated with an SDK event     that SDK event type (1.x or 2.x)            yes
 =============================== =========================================== =================
 
-An unannotated ``req``/``request`` gets :class:`pyfunc._request.Request`: ``flask.Request``'s
+An unannotated ``req``/``request`` gets :class:`pyfunc._request.light.Request`: ``flask.Request``'s
 common read API (``args``, ``headers``, ``get_json``, ``path``, …) without importing Flask, the
 rest delegated to a real ``flask.Request`` built on first use. It is not a ``flask.Request``
 (``isinstance`` is False): annotate ``req: flask.Request`` for the real one. When any parameter
@@ -41,6 +41,8 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (ms of a 
 if TYPE_CHECKING:
     from typing import Any, Callable, Optional
 
+    from ._types import Environ
+
 EVENT_NAMES = ("event",)
 DATA_NAMES = ("data", "payload")
 HTTP_NAMES = ("req", "request", "body", "headers")
@@ -52,7 +54,7 @@ class Invocation:
 
     __slots__ = ("environ", "body", "event", "request")
 
-    def __init__(self, environ: dict[str, Any], body: bytes, event: Optional[Event], request: Any) -> None:
+    def __init__(self, environ: Environ, body: bytes, event: Optional[Event], request: Any) -> None:
         self.environ = environ
         self.body = body
         self.event = event
@@ -180,11 +182,12 @@ def _headers_getter() -> Getter:
     workers importing a submodule for the first time all at once raced on CI's Python 3.9
     (500s on the first concurrent requests of a fresh server).
     """
-    from ._request import Headers
+    from ._request.light import Headers
+    from ._request.light import Request as LightRequest
 
     def get_headers(inv: Invocation) -> Any:
         request = inv.request
-        if request is not None and type(request).__module__ != "pyfunc._request":  # Flask's: its headers
+        if request is not None and not isinstance(request, LightRequest):  # Flask's: its headers
             return request.headers
         return Headers(inv.environ)
 
@@ -300,7 +303,7 @@ def compile_binder(function: Callable[..., Any], file: Optional[str] = None) -> 
                     f"bound: give it one of the names {', '.join(KNOWN_NAMES)}, annotate it with "
                     f"flask.Request or a cloudevents event type, or give it a default",
                     file,
-                    _line_of(function),
+                    _first_line_of(function),
                 )
             if param.kind == param.POSITIONAL_ONLY:
                 pending_positional.append(_default(param.default))
@@ -338,6 +341,6 @@ def _module_uses_flask(function: Callable[..., Any]) -> bool:
     )
 
 
-def _line_of(function: Callable[..., Any]) -> Optional[int]:
+def _first_line_of(function: Callable[..., Any]) -> Optional[int]:
     code = getattr(inspect.unwrap(function), "__code__", None)
     return code.co_firstlineno if code else None

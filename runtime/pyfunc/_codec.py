@@ -24,6 +24,8 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (ms of a 
 if TYPE_CHECKING:
     from typing import Any, Callable, Iterable, Optional
 
+    from ._types import Environ
+
 STRUCTURED = "structured"
 BINARY = "binary"
 BATCH = "batch"
@@ -175,12 +177,15 @@ def decode_header_value(raw: str) -> str:
         ) from None
 
 
-def encode_header_value(value: Any) -> str:
-    """binding §3.1.3.2: percent-encode the canonical string form (upper-case hex, UTF-8)."""
-    text = canonical_string(value)
+def encode_header_value(value: Any, plain_only: bool = False) -> Optional[str]:
+    """binding §3.1.3.2: percent-encode the canonical string form (upper-case hex, UTF-8).
+
+    With ``plain_only``, None instead of a value that would be percent-encoded (see
+    :func:`encode_binary_plain`)."""
+    text = value if type(value) is str else canonical_string(value)
     if not _NEEDS_PERCENT.search(text):
         return text
-    return _percent_encoded(text)
+    return None if plain_only else _percent_encoded(text)
 
 
 def _percent_encoded(text: str) -> str:
@@ -317,7 +322,7 @@ class _HeaderNames(dict[str, str]):
 _CE_HEADER_NAMES = _HeaderNames()
 
 
-def decode_binary(environ: dict[str, Any], body: bytes) -> Event:
+def decode_binary(environ: Environ, body: bytes) -> Event:
     """binding §3.1: attributes from ``ce-`` headers, data is the body, Content-Type is datacontenttype."""
     # WSGI spells header "ce-foo" as HTTP_CE_FOO; "-" and "_" both become "_", so an
     # underscore here was a dash on the wire and attribute names never contain either.
@@ -433,7 +438,7 @@ def decode_batch(body: bytes) -> list[Event]:
     return events
 
 
-def decode_request(environ: dict[str, Any], body: bytes) -> tuple[str, list[Event]]:
+def decode_request(environ: Environ, body: bytes) -> tuple[str, list[Event]]:
     """Decode any of the three content modes; returns ``(mode, events)``."""
     content_type = environ.get("CONTENT_TYPE")
     mode = content_mode(content_type)
@@ -588,11 +593,9 @@ def _encode_binary(attributes: dict[str, Any], data: Any,
     for name, value in attributes.items():
         if name == "datacontenttype":
             continue
-        text = value if type(value) is str else canonical_string(value)
-        if _NEEDS_PERCENT.search(text):
-            if plain_only:
-                return None
-            text = _percent_encoded(text)
+        text = encode_header_value(value, plain_only)
+        if text is None:
+            return None
         headers.append(("ce-" + name, text))
     content_type = attributes.get("datacontenttype")
     body, content_type = _data_bytes(data, content_type)

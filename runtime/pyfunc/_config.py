@@ -207,7 +207,7 @@ SETTINGS: tuple[Setting, ...] = (
             "(empty: K_SERVICE, else the handler's name)"),
     Setting("metrics", "PYFUNC_METRICS", "--metrics", False, _boolean,
             "serve GET /metrics in the Prometheus text format (extra pyfunc-invoker[metrics]; "
-            "off by default: prometheus_client adds ~60 ms to a cold start)"),
+            "off by default: importing prometheus_client lengthens every cold start, docs/delivery.md)"),
     Setting("reply_mode", "PYFUNC_REPLY_MODE", "--reply-mode", "auto",
             _choice("auto", "binary", "structured", "batch"),
             "content mode of reply events: auto (same as the request), binary, structured, batch"),
@@ -230,6 +230,10 @@ SETTINGS: tuple[Setting, ...] = (
 REVISION_TIMEOUT = "REVISION_TIMEOUT_SECONDS"
 
 
+# Each setting's default, written once (in SETTINGS): Config's fields take theirs from here.
+_DEFAULT: dict[str, Any] = {setting.name: setting.default for setting in SETTINGS}
+
+
 def _setting(name: str) -> Setting:
     return next(setting for setting in SETTINGS if setting.name == name)
 
@@ -241,39 +245,39 @@ class Config:
     """Everything the server needs to know, validated."""
 
     directory: str = "."
-    handler: str = "handler.handler"
-    port: int = 8080
-    host: str = "0.0.0.0"
-    threads: int = 8
-    max_threads: int = 256
-    thread_idle_timeout: float = 30.0
-    connection_limit: int = 1024
-    backlog: int = 1024
-    max_body_size: int = 10 << 20
-    max_body_bytes_in_flight: Any = "auto"  # "auto" or bytes (0: no budget)
-    max_header_size: int = 64 << 10
-    channel_timeout: float = 60.0
-    receive_timeout: float = 30.0
-    timeout: float = 0.0
-    max_concurrency: int = 0
-    shutdown_timeout: float = 0.0
-    dedupe: str = "off"
-    dedupe_ttl: float = 600.0
-    dedupe_size: int = 10000
-    dedupe_memory: int = 16 << 20
-    dedupe_max_reply: int = 64 << 10
-    dedupe_lease: float = 0.0
-    dedupe_namespace: str = ""
-    metrics: bool = False
-    reply_mode: str = "auto"
-    log_format: str = "text"
-    log_level: str = "INFO"
-    access_log: bool = True
+    handler: str = _DEFAULT["handler"]
+    port: int = _DEFAULT["port"]
+    host: str = _DEFAULT["host"]
+    threads: int = _DEFAULT["threads"]
+    max_threads: int = _DEFAULT["max_threads"]
+    thread_idle_timeout: float = _DEFAULT["thread_idle_timeout"]
+    connection_limit: int = _DEFAULT["connection_limit"]
+    backlog: int = _DEFAULT["backlog"]
+    max_body_size: int = _DEFAULT["max_body_size"]
+    max_body_bytes_in_flight: Any = _DEFAULT["max_body_bytes_in_flight"]  # "auto" or bytes (0: no budget)
+    max_header_size: int = _DEFAULT["max_header_size"]
+    channel_timeout: float = _DEFAULT["channel_timeout"]
+    receive_timeout: float = _DEFAULT["receive_timeout"]
+    timeout: float = _DEFAULT["timeout"]
+    max_concurrency: int = _DEFAULT["max_concurrency"]
+    shutdown_timeout: float = _DEFAULT["shutdown_timeout"]
+    dedupe: str = _DEFAULT["dedupe"]
+    dedupe_ttl: float = _DEFAULT["dedupe_ttl"]
+    dedupe_size: int = _DEFAULT["dedupe_size"]
+    dedupe_memory: int = _DEFAULT["dedupe_memory"]
+    dedupe_max_reply: int = _DEFAULT["dedupe_max_reply"]
+    dedupe_lease: float = _DEFAULT["dedupe_lease"]
+    dedupe_namespace: str = _DEFAULT["dedupe_namespace"]
+    metrics: bool = _DEFAULT["metrics"]
+    reply_mode: str = _DEFAULT["reply_mode"]
+    log_format: str = _DEFAULT["log_format"]
+    log_level: str = _DEFAULT["log_level"]
+    access_log: bool = _DEFAULT["access_log"]
     # When set, a handler that fails to load is served as a 500 naming the error instead of
     # ending the process (used by `pyfunc run --reload`).
-    serve_load_errors: bool = False
+    serve_load_errors: bool = _DEFAULT["serve_load_errors"]
     # When set, 500 bodies name the exception (class and message); off, only the log does.
-    debug: bool = False
+    debug: bool = _DEFAULT["debug"]
 
     def _values(self) -> tuple[Any, ...]:
         return tuple(getattr(self, field.name) for field in fields(self))

@@ -36,7 +36,10 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from typing import Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+
+if TYPE_CHECKING:
+    from ._types import Environ
 
 logger = logging.getLogger("pyfunc")
 
@@ -420,3 +423,108 @@ def _redacted(url: str) -> str:
     scheme, _, rest = url.partition("://")
     return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
 
+
+
+class Deduplicated:
+    """An invoker (_invocation.Invoker) whose redelivered events are answered without a call.
+
+    It claims each event when the request is prepared: a duplicate is answered with its first
+    reply again, or 409 while the first still runs, and only the other events are called. Each
+    event is marked done when it concluded with a 2xx, else let go to run again; a request
+    nobody is left to answer lets go of all. See the module docstring for the guarantee.
+    """
+
+    def __init__(self, inner: Any, dedup: Dedup, observer: Any) -> None:
+        from ._codec import STRUCTURED
+
+        self.inner = inner
+        self.dedup = dedup
+        self.observer = observer
+        self.timeout = inner.timeout
+        self.failures = inner.failures
+        # Each reply encoded on its own, what a record keeps; a batch is then their JSON array.
+        inner.replies.item_mode = STRUCTURED
+        # The steps dedup leaves as they are.
+        self.runner = inner.runner
+        self.iterate = inner.iterate
+        self.trace = inner.trace
+        self.refuse = inner.refuse
+        self.runnable = inner.runnable
+        self.call = inner.call
+        self.acall_each = inner.acall_each
+
+    def prepare(self, environ: Environ, body: bytes, request: Any, fields: dict[str, Any]) -> Any:
+        prepared = self.inner.prepare(environ, body, request, fields)
+        if prepared.mode is None:
+            return prepared  # an HTTP request: no event to remember
+        events = prepared.events
+        claims = prepared.claims = self.dedup.claim_all([event.attributes for event in events])
+        if any(found is not None for _, found in claims):
+            prepared.answers = [None if found is None else self._duplicate(found, event)
+                                for (_, found), event in zip(claims, events)]
+        return prepared
+
+    def conclude(self, prepared: Any, results: list[Any]) -> Any:
+        responses = self.inner.respond(prepared, results)
+        claims = prepared.claims
+        if claims is not None:
+            from ._codec import BATCH
+
+            done: Optional[list[tuple[Claim, Record]]] = [] if prepared.mode == BATCH else None
+            for (claim, _), response in zip(claims, responses):
+                if claim is not None:
+                    _settle(claim, response, done)
+            if done is not None:
+                self.dedup.finish_all(done)
+        return self.inner.assemble(prepared, responses)
+
+    def abandon(self, prepared: Any) -> None:
+        for claim, _ in prepared.claims or ():  # no answer went out, so not done
+            if claim is not None:
+                claim.release()
+
+    def invoke(self, environ: Environ, body: bytes, request: Any, fields: dict[str, Any],
+               defer: Optional[Callable[[Any, list[Any]], None]] = None) -> Any:
+        """The inner invoker's steps 1-3, with this one's prepare and conclude (_invocation.invoke)."""
+        from ._invocation import invoke
+
+        return invoke(self, environ, body, request, fields, defer)
+
+    def _duplicate(self, found: Lookup, event: Any) -> Any:
+        """A redelivery (same source + id): its first reply again, or 409 while the first still runs."""
+        from ._responses import Response, problem
+
+        attrs = event.attributes
+        if found is IN_FLIGHT:
+            self.observer.duplicate("in_flight")
+            logger.info("duplicate of event %s from %s, still in progress: %d", attrs.get("id"), attrs.get("source"),
+                        IN_FLIGHT_STATUS)
+            # Knative's data-plane contract: 409 "Conflict / Processing in progress", retried with backoff.
+            response = problem(IN_FLIGHT_STATUS, "duplicate-in-flight",
+                               "an event with this source and id is being processed; retry later")
+            response.headers.append(("Retry-After", IN_FLIGHT_RETRY_AFTER))
+            return response
+        assert isinstance(found, Record)
+        self.observer.duplicate("replayed")
+        logger.info("duplicate of event %s from %s, done before: its reply again", attrs.get("id"),
+                    attrs.get("source"))
+        return Response(found.status, list(found.headers), found.body)
+
+
+def _settle(claim: Claim, response: Any, done: Optional[list[tuple[Claim, Record]]]) -> None:
+    """Mark the event done with its reply after a success (a 2xx), else let it run again.
+
+    With ``done`` (a batch), the success is added to it, to be marked with the others."""
+    from ._replies import status_of
+    from ._responses import Response
+
+    status = status_of(response)
+    if 200 <= status < 300:
+        body = response.body if isinstance(response, Response) else None
+        record = Record(status, list(response.headers), body) if isinstance(body, bytes) else TOO_LARGE
+        if done is not None:
+            done.append((claim, record))
+        else:
+            claim.done(record)
+    else:
+        claim.release()

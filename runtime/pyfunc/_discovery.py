@@ -176,7 +176,7 @@ def _select_function(module: ModuleType, func_name: Optional[str]) -> tuple[Call
                 raise HandlerLoadError(
                     f"{func_name!r} in module {module.__name__!r} is a {type(obj).__name__}, not a function",
                     file,
-                    _line_of(obj),
+                    _source_line_of(obj),
                 )
             return obj, func_name
     candidates = public_functions(module)
@@ -194,7 +194,7 @@ def _select_function(module: ModuleType, func_name: Optional[str]) -> tuple[Call
     )
 
 
-def _line_of(obj: Any) -> Optional[int]:
+def _source_line_of(obj: Any) -> Optional[int]:
     try:
         return inspect.getsourcelines(obj)[1]
     except (OSError, TypeError):

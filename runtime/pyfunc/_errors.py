@@ -60,3 +60,7 @@ class InvalidData(RequestError):
 
 class InvalidReply(PyfuncError):
     """The handler returned something that cannot become a response: a handler bug, 500."""
+
+
+class InvocationTimeout(Exception):  # noqa: N818 - named for what the operator sees in the log
+    """The handler did not finish within ``PYFUNC_TIMEOUT``: 504 (_failures.py)."""

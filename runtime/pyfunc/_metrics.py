@@ -26,6 +26,8 @@ import os
 import time
 from typing import Any, Optional
 
+from ._failures import outcome_of_response
+from ._invocation import Observer
 from ._responses import Response
 
 OUTCOMES = ("reply", "no-reply", "retry", "drop", "error", "timeout", "rejected")
@@ -120,3 +122,37 @@ def process_start_time() -> Optional[float]:
     except (OSError, ValueError, IndexError, StopIteration):
         return None
 
+
+
+class MetricsObserver(Observer):
+    """The invocation steps' reports (_invocation.Observer), counted in :class:`Metrics`."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self._in_flight = metrics.in_flight
+
+    def entered(self) -> None:
+        self._in_flight.inc()
+
+    def left(self) -> None:
+        self._in_flight.dec()
+
+    def rejected(self) -> None:
+        self.metrics.invocation("rejected", None, None)  # nothing was invoked
+
+    def invoked(self, outcome: Optional[str], response: Any, ce_type: Optional[str], seconds: float) -> None:
+        if outcome is None:
+            outcome = outcome_of_response(response)
+        self.metrics.invocation(outcome, ce_type, None if outcome == "rejected" else seconds)
+
+    def batch(self, size: int) -> None:
+        self.metrics.batch_events.observe(size)
+
+    def duplicate(self, kind: str) -> None:
+        self.metrics.dedup_hits.labels(kind).inc()
+
+    def dedup_error(self) -> None:
+        self.metrics.dedup_errors.inc()
+
+    def ready(self) -> None:
+        self.metrics.ready()

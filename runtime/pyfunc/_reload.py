@@ -19,11 +19,14 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Optional
 
 from ._config import SETTINGS, Config, _boolean
 from ._errors import HandlerLoadError, PyfuncError
 from ._responses import problem
+
+if TYPE_CHECKING:
+    from ._types import Environ, StartResponse
 
 logger = logging.getLogger("pyfunc")
 
@@ -48,7 +51,7 @@ class ErrorApp:
         logger.error("the function failed to load: %s", error)
         logger.error("serving this error as a 500 until the file is fixed")
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         response = problem(
             500, "handler-load-error", str(self.error),
             file=self.error.file, line=self.error.line, message=self.error.message,

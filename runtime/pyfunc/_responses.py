@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
     Body = Union[bytes, Iterable[bytes]]
 
+    from ._types import Environ, StartResponse
+
 Headers = list[tuple[str, str]]
 
 STATUS_LINES = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
@@ -150,8 +152,10 @@ def http_response(result: Any, iterate_async: Optional[Callable[[Any], Iterable[
 
 
 def _is_headers(value: Any) -> bool:
-    """A werkzeug ``Headers`` (or ``EnvironHeaders``, or the light request's), told apart without importing werkzeug."""
-    return type(value).__module__.startswith(("werkzeug", "pyfunc._request")) and hasattr(value, "getlist")
+    """A werkzeug ``Headers`` (or ``EnvironHeaders``), or the light request's, told apart without importing werkzeug."""
+    if getattr(type(value), "light_headers", False):  # pyfunc._request.light.Headers
+        return True
+    return type(value).__module__.startswith("werkzeug") and hasattr(value, "getlist")
 
 
 def _body_response(result: Any, iterate_async: Optional[Callable[[Any], Iterable[Any]]] = None) -> Any:
@@ -193,7 +197,7 @@ class WsgiReply:
         self.headers: Headers = []
         self.status_code = 0  # the status it answered with, for the access log
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         started = False
 
         def start(status: str, headers: Headers, exc_info: Any = None) -> Any:

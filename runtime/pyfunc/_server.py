@@ -21,7 +21,7 @@ import time
 
 from . import _logs as logs
 from . import _waitress
-from ._app import FunctionApp, awaited
+from ._app import FunctionApp
 from ._binding import compile_binder
 from ._config import Config
 from ._discovery import LoadedFunction, load_function
@@ -30,9 +30,10 @@ from ._refusals import answerer
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (ms of a cold start)
 if TYPE_CHECKING:
-    from typing import Any, Optional
+    from typing import Any, Optional, Union
 
     from ._eventloop import EpollLoop
+    from ._reload import ErrorApp
 
 logger = logging.getLogger("pyfunc")
 
@@ -54,15 +55,17 @@ def run_start_hook(loaded: LoadedFunction) -> None:
     except (TypeError, ValueError):
         takes_cfg = True
     try:
-        _settle(hook(dict(os.environ)) if takes_cfg else hook())
+        _run_to_completion(hook(dict(os.environ)) if takes_cfg else hook())
     except Exception as exc:
         raise HandlerLoadError(f"start() hook failed: {type(exc).__name__}: {exc}", loaded.file) from exc
 
 
-def _settle(result: Any) -> None:
+def _run_to_completion(result: Any) -> None:
     """Run an ``async def`` hook's result to completion (hooks run outside the request loop)."""
     if inspect.isawaitable(result):
         import asyncio
+
+        from ._async import awaited
 
         asyncio.run(awaited(result))
 
@@ -72,7 +75,7 @@ def run_stop_hook(loaded: LoadedFunction) -> None:
     if hook is None:
         return
     try:
-        _settle(hook())
+        _run_to_completion(hook())
     except Exception:
         logger.exception("stop() hook raised")
 
@@ -80,7 +83,7 @@ def run_stop_hook(loaded: LoadedFunction) -> None:
 class Server:
     """A waitress server that drains instead of dropping requests when told to stop."""
 
-    def __init__(self, app: FunctionApp, config: Config) -> None:
+    def __init__(self, app: Union[FunctionApp, ErrorApp], config: Config) -> None:
         from waitress.server import create_server
 
         self.app = app
@@ -114,23 +117,24 @@ class Server:
             # (as under pyfunc-invoker 0.1.0); waitress would drop them, since no proxy is trusted.
             clear_untrusted_proxy_headers=False,
         )
-        self.loop: Optional[EpollLoop] = None
+        make_loop = None
         if hasattr(select, "epoll"):  # Linux
             from ._eventloop import EpollLoop
 
-            self.loop = _waitress.install_loop(self.waitress, EpollLoop)
-            flush_access_lines = logs.defer_access_lines() if self.loop is not None else None
-            if self.loop is not None and flush_access_lines is not None:
-                self.loop.before_wait.append(flush_access_lines)
+            make_loop = EpollLoop
         from ._memory import budget_of
 
         self.body_budget = budget_of(config)  # None: no memory budget (pyfunc._memory)
-        _waitress.install_refusals(self.waitress, answerer(getattr(app, "access_log", config.access_log)),
-                                   self.body_budget)
-        if getattr(app, "is_async", False) and _waitress.install_deferral(self.waitress):
-            app.enable_deferral()
-        if config.receive_timeout:
-            _waitress.enforce_receive_deadline(self.waitress, config.receive_timeout)
+        installed = _waitress.install(self.waitress, make_loop=make_loop, answer=answerer(config.access_log),
+                                      defer=isinstance(app, FunctionApp) and app.is_async,
+                                      receive_timeout=config.receive_timeout, body_budget=self.body_budget)
+        self.loop: Optional[EpollLoop] = installed.loop
+        if self.loop is not None:
+            flush_access_lines = logs.defer_access_lines()
+            if flush_access_lines is not None:
+                self.loop.before_wait.append(flush_access_lines)
+        if installed.defers and isinstance(app, FunctionApp):
+            app.enable_deferral(_waitress.StreamSink)
 
     @property
     def port(self) -> int:
@@ -269,6 +273,7 @@ def refuse_new_handshakes(listener: socket.socket) -> bool:
 def serve(config: Config) -> int:
     """Run the function server until SIGTERM/SIGINT; returns the process exit code."""
     logs.configure(config.log_format, config.log_level)
+    app: Union[FunctionApp, ErrorApp]
     try:
         app = build_app(config)
         run_start_hook(app.loaded)
@@ -278,7 +283,7 @@ def serve(config: Config) -> int:
             return 1
         from ._reload import ErrorApp
 
-        app = ErrorApp(exc, config)  # type: ignore[assignment]
+        app = ErrorApp(exc, config)
     try:
         server = Server(app, config)
     except (OSError, ValueError) as exc:  # ValueError: waitress found no address for PYFUNC_HOST
@@ -314,9 +319,3 @@ def serve(config: Config) -> int:
     logging.shutdown()
     return 0
 
-
-def free_port() -> int:
-    """An unused TCP port on loopback (for tests and tools)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

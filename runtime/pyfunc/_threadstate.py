@@ -1,6 +1,6 @@
 """What a worker thread is doing, read from the kernel: the elastic pool's evidence of "blocked".
 
-The pool (see ``ElasticDispatcher`` in pyfunc._waitress) grows only when its workers are blocked
+The pool (see ``ElasticDispatcher`` in pyfunc._waitress.pool) grows only when its workers are blocked
 (in ``time.sleep``, a socket, a lock), never when they compute: under the GIL more threads would
 only share the same core. Two readings of a worker thread answer "is it computing", each covering
 the other's blind spot:

@@ -1,7 +1,7 @@
 """Optional OpenTelemetry tracing: one span per invocation, parented on the incoming trace.
 
 Off unless turned on, and free when off: nothing here imports ``opentelemetry`` at import
-time, and when tracing is off ``FunctionApp._call`` is not wrapped at all. It is decided once,
+time, and when tracing is off ``Invoker._call`` is not wrapped at all. It is decided once,
 after the ``start()`` hook (which may install a tracer provider of its own):
 
 1. ``OTEL_SDK_DISABLED=true``: off, whatever else is set.
@@ -157,18 +157,18 @@ class Tracing:
         self._extract = propagate.extract
         self._tracecontext = TraceContextTextMapPropagator()
 
-    def wrap(self, call: Callable[[Any], Any]) -> Callable[[Any], Any]:
-        """``call`` (``FunctionApp._call``) inside a span for the invocation it is given."""
+    def wrap(self, call: Callable[..., Any]) -> Callable[..., Any]:
+        """``call(inv, ...)`` (``Invoker._call``) inside a span for the invocation it is given."""
         span = self.span
 
-        def traced(inv: Any) -> Any:
+        def traced(inv: Any, *rest: Any) -> Any:
             with span(inv):
-                return call(inv)
+                return call(inv, *rest)
 
         return traced
 
     def wrap_async(self, call: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        """``call(inv, ...)`` (``FunctionApp._acall``, a coroutine function) inside the span of ``inv``,
+        """``call(inv, ...)`` (``Invoker._acall``, a coroutine function) inside the span of ``inv``,
         opened on the event loop so that the handler's own spans are its children."""
         span = self.span
 

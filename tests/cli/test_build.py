@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from pyfunc._server import free_port
+from support import free_port
 
 PYFUNC = str(Path(sys.executable).with_name("pyfunc"))
 CACHE = Path(os.environ.get("PYFUNC_CACHE", Path.home() / ".cache" / "pyfunc"))

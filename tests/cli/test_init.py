@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from pyfunc._server import free_port
+from support import free_port
 
 PYFUNC = str(Path(sys.executable).with_name("pyfunc"))
 REPO = Path(__file__).resolve().parents[2]

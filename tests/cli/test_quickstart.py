@@ -358,7 +358,7 @@ def test_a_seed_style_handler_serves_in_the_quickstart_venv(checkout, tmp_path):
     import json
     import urllib.request
 
-    from pyfunc._server import free_port
+    from support import free_port
 
     python = _quickstart_python(checkout)
     major = subprocess.run([python, "-c", "from importlib.metadata import version; print(version('cloudevents'))"],
@@ -404,7 +404,7 @@ MISSING_IN_QUICKSTART = [
 
 @pytest.mark.parametrize(("env", "setting", "extra"), MISSING_IN_QUICKSTART, ids=[m[2] for m in MISSING_IN_QUICKSTART])
 def test_an_extra_the_quickstart_venv_lacks_is_one_error_line(checkout, tmp_path, env, setting, extra):
-    from pyfunc._server import free_port
+    from support import free_port
 
     function = tmp_path / "fn"
     function.mkdir()

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import pytest
 import requests
 
-from pyfunc._server import free_port
+from support import free_port
 
 PYFUNC = str(Path(sys.executable).with_name("pyfunc"))
 

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pyfunc._server import free_port
-from support import run_pyfunc, start_server, write_function
+from support import free_port, run_pyfunc, start_server, write_function
 
 PYFUNC = str(Path(sys.executable).with_name("pyfunc"))
 ECHO = "def handler(body):\n    return body\n"

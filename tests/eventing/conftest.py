@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from pyfunc._server import free_port
+from support import free_port
 
 _apt_updated = False
 

@@ -201,7 +201,7 @@ def test_req_without_flask_in_the_module_is_pyfuncs_request(serve):
                     "json": req.get_json(silent=True), "args": dict(req.args), "body": req.get_data(as_text=True)}
     """)
     response = requests.post(server.url + "/?a=1", json={"k": "v"}, timeout=5)
-    assert response.json() == {"class": "pyfunc._request.Request", "json": {"k": "v"}, "args": {"a": "1"},
+    assert response.json() == {"class": "pyfunc._request.light.Request", "json": {"k": "v"}, "args": {"a": "1"},
                                "body": '{"k": "v"}'}
 
 

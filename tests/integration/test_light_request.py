@@ -122,7 +122,7 @@ def _normal(value: Any) -> Any:
 
 def _outcome(op: Callable[[Any], Any], request: Any) -> Any:
     """What ``op(request)`` gives: its value, or what it raised and pyfunc's HTTP answer to that."""
-    from pyfunc._app import _http_exception_response
+    from pyfunc._failures import http_exception_response as _http_exception_response
 
     try:
         return "ok", _normal(op(request))
@@ -327,7 +327,7 @@ def test_a_function_reading_args_json_and_headers_never_imports_flask(serve) -> 
         got = reply.json()
         assert got == {"name": "Ada", "ids": [1, 3], "json": {"k": [1]}, "trace": "t-1", "method": "POST",
                        "path": "/p/q", "url": server.url + "/p/q?name=Ada&id=1&id=x&id=3",
-                       "ctype": "application/json", "cookies": {"s": "abc"}, "class": "pyfunc._request.Request",
+                       "ctype": "application/json", "cookies": {"s": "abc"}, "class": "pyfunc._request.light.Request",
                        "imported": []}
 
 

@@ -10,7 +10,7 @@ Run (optional, not in CI; ``pip install atheris`` first):
     .venv/bin/python tests/reliability/fuzz_codec_atheris.py -atheris_runs=200000
 
 Each input is split into an environ (content type + ce- headers, as WSGI latin-1 strings) and a
-body. The figures (runs, wall time), stamped with commit/dirty/date, are written to
+body. The figures (runs, wall time, crashes with their inputs), stamped with commit/dirty/date, are written to
 results/atheris.json (README.md and docs/reliability.md are generated from it: scripts/figures.py).
 """
 
@@ -35,11 +35,13 @@ CONTENT_TYPES = ["", "application/json", "text/plain; charset=latin-1", "applica
                  "application/cloudevents+xml", "application/xml"]
 NAMES = ["specversion", "id", "source", "type", "subject", "time", "datacontenttype", "dataschema", "ext"]
 RUNS = [0]
+STARTED = [0.0]
+CRASHES: list[dict[str, str]] = []  # each crash: the exception and the input that raised it
+RESULTS = Path(__file__).parent / "results"
 
 
-def one_input(data: bytes) -> None:
+def decode_one(data: bytes) -> None:
     """Decode one fuzzer-made request; anything but events or BadEvent is a crash."""
-    RUNS[0] += 1
     fdp = atheris.FuzzedDataProvider(data)
     environ: dict[str, str] = {}
     choice = fdp.ConsumeIntInRange(0, len(CONTENT_TYPES))
@@ -63,19 +65,31 @@ def one_input(data: bytes) -> None:
                 pass
 
 
+def one_input(data: bytes) -> None:
+    """One run; a crash is recorded as one (with its input) before atheris reports it."""
+    RUNS[0] += 1
+    try:
+        decode_one(data)
+    except BaseException as exc:
+        CRASHES.append({"exception": f"{type(exc).__name__}: {exc}"[:500], "input_hex": data[:4096].hex()})
+        report()  # now: atheris ends the process on a crash, exit hooks or not
+        raise
+
+
+def report() -> None:
+    """results/atheris.json: what this run saw, crashes included (0 only when none was seen)."""
+    figures = {**stamp(), "runs": RUNS[0], "seconds": round(time.monotonic() - STARTED[0], 1),
+               "crashes": len(CRASHES), "findings": CRASHES}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "atheris.json").write_text(json.dumps(figures, indent=2) + "\n")
+    print(f"atheris: {figures}")
+
+
 def main() -> None:
-    started = time.monotonic()
-    results = Path(__file__).parent / "results"
-
-    def report() -> None:
-        results.mkdir(exist_ok=True)
-        figures = {**stamp(), "runs": RUNS[0], "seconds": round(time.monotonic() - started, 1), "crashes": 0}
-        (results / "atheris.json").write_text(json.dumps(figures, indent=2) + "\n")
-        print(f"atheris: {figures}")
-
     import atexit
 
-    atexit.register(report)
+    STARTED[0] = time.monotonic()
+    atexit.register(report)  # a run that ends without a crash (-atheris_runs reached)
     atheris.Setup(sys.argv, one_input)
     atheris.Fuzz()
 

@@ -44,11 +44,11 @@ CE = {"ce-specversion": "1.0", "ce-source": "/soak", "ce-type": "soak.event"}
 
 def start(threads: int = 8, extra_env: Optional[dict[str, str]] = None) -> tuple[subprocess.Popen, int, Path]:
     """``python -m pyfunc`` serving the echo handler on a free loopback port (access log off: disk noise)."""
-    from pyfunc._server import free_port
-
     directory = Path(tempfile.mkdtemp(prefix="pyfunc-soak-"))
     (directory / "handler.py").write_text(ECHO)
-    port = free_port()
+    with socket.socket() as sock:  # a free loopback port
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYFUNC_", "PYTHON_HANDLER", "K_"))}
     env.update({"PORT": str(port), "PYFUNC_HOST": "127.0.0.1", "PYFUNC_THREADS": str(threads),
                 "PYFUNC_ACCESS_LOG": "false", **(extra_env or {})})

@@ -11,8 +11,7 @@ from pathlib import Path
 import requests
 
 from cgroups import cpu_quota
-from pyfunc._server import free_port
-from support import Running, wait_until_up, write_function
+from support import Running, free_port, wait_until_up, write_function
 
 
 def _start_inside(cgroup_procs: Path, directory: Path, env: dict) -> Running:

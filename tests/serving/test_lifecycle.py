@@ -8,8 +8,7 @@ import signal
 import pytest
 import requests
 
-from pyfunc._server import free_port
-from support import make_event, run_pyfunc, send, write_function
+from support import free_port, make_event, run_pyfunc, send, write_function
 
 HOOKS = """
 import json

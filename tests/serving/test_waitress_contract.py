@@ -29,8 +29,8 @@ import requests
 from pyfunc import _eventloop as eventloop
 from pyfunc import _waitress
 from pyfunc._config import Config
-from pyfunc._server import Server, build_app, free_port
-from support import wait_until_up
+from pyfunc._server import Server, build_app
+from support import free_port, pool_size, socket_map, wait_until_up
 
 ECHO = "def handler(body):\n    return body\n"
 
@@ -76,7 +76,7 @@ def test_every_internal_of_deferral_and_the_elastic_pool_is_there(in_process: Se
     assert _waitress.deferral_contract_problems(in_process.waitress) == []
     assert _waitress.pool_contract_problems() == []
     assert isinstance(in_process.waitress.task_dispatcher, _waitress.ElasticDispatcher)
-    assert _waitress.pool_size(in_process.waitress) == 2  # the core (threads=2) is started at once
+    assert pool_size(in_process.waitress) == 2  # the core (threads=2) is started at once
 
 
 class _Task:
@@ -186,9 +186,13 @@ ASYNC_ECHO = "import asyncio\n\nasync def handler(body):\n    await asyncio.slee
 
 
 def test_an_async_request_is_parked_and_resumed_on_a_live_server(tmp_path: Path) -> None:
-    """The deferral on a real server: the handler runs while no worker serves its channel."""
+    """The deferral on a real server: the handler runs while no worker serves its channel.
+
+    The handlers wait for a gate the test opens only once all 20 requests are parked, so a slow start
+    of the clients (a busy machine) cannot let early requests finish before the last ones arrive."""
     (tmp_path / "handler.py").write_text(
-        "import asyncio, threading\n\nasync def handler(body):\n    await asyncio.sleep(0.3)\n"
+        "import asyncio, pathlib, threading\nGATE = pathlib.Path(__file__).parent / 'gate'\n\n"
+        "async def handler(body):\n    while not GATE.exists():\n        await asyncio.sleep(0.01)\n"
         "    return str(threading.active_count())\n")
     config = Config(directory=str(tmp_path), port=free_port(), host="127.0.0.1", threads=2)
     server = Server(build_app(config), config)
@@ -197,18 +201,22 @@ def test_an_async_request_is_parked_and_resumed_on_a_live_server(tmp_path: Path)
     try:
         answers: list[bytes] = []
         clients = [threading.Thread(target=lambda: answers.append(
-            requests.post(f"http://127.0.0.1:{server.port}", data=b"x", timeout=10).content)) for _ in range(20)]
+            requests.post(f"http://127.0.0.1:{server.port}", data=b"x", timeout=60).content)) for _ in range(20)]
         for client in clients:
             client.start()
-        time.sleep(0.15)
+        parked: list[Any] = []
+        deadline = time.monotonic() + 30
+        while len(parked) < 20 and time.monotonic() < deadline:
+            time.sleep(0.02)
+            parked = [channel for channel in list(server.waitress.active_channels.values()) if channel.pyfunc_work]
+        assert len(parked) == 20
         dispatcher = server.waitress.task_dispatcher
         with dispatcher.lock:
             assert dispatcher.active_count == 0 and not dispatcher.queue, "a worker waits for an await"
-        parked = [channel for channel in server.waitress.active_channels.values() if channel.pyfunc_work]
-        assert len(parked) == 20
         assert all(len(channel.requests) == 1 for channel in parked)
+        (tmp_path / "gate").touch()
         for client in clients:
-            client.join(10)
+            client.join(60)
         assert len(answers) == 20
     finally:
         _stop(server, thread)
@@ -264,7 +272,7 @@ def test_a_live_connection_has_the_state_the_drain_reads(in_process: Server) -> 
             assert missing == []
             assert isinstance(channel.requests, list) and channel.request is None
             assert channel.last_activity == channel.creation_time  # nothing sent yet: the drain's test
-            assert _waitress.socket_map(in_process.waitress).get(_waitress.fileno(channel)) is channel
+            assert socket_map(in_process.waitress).get(_waitress.fileno(channel)) is channel
             sock.sendall(b"GET /health/liveness HTTP/1.1\r\nHost: x\r\n\r\n")
             assert sock.recv(100).startswith(b"HTTP/1.1 200")
     finally:
@@ -294,7 +302,7 @@ def test_run_turns_the_installed_loop_and_it_dispatches_the_requests(
     wake = in_process.waitress.pull_trigger  # the adapter's: notes the connection, then wakes
 
     def counted_wake() -> None:
-        if getattr(_waitress._serving, "channel", None) is not None:
+        if getattr(_waitress.loop.serving, "channel", None) is not None:
             counts["notes"] += 1  # a worker's wake-up, about the connection it serves
         wake()
 

@@ -18,17 +18,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from waitress.adjustments import Adjustments
 from waitress.parser import HTTPRequestParser
-from waitress.receiver import ChunkedReceiver
 from waitress.task import WSGITask
 
 from pyfunc import _waitress
 from pyfunc._config import Config
-from pyfunc._server import Server, build_app, free_port
+from pyfunc._server import Server, build_app
+from pyfunc._waitress.heads import QuickParser
+from support import free_port
 
 ADJ = Adjustments(max_request_body_size=1 << 20, max_request_header_size=4096)
-# The adapter's parser with waitress's own chunked receiver: the comparison is of parsing alone
-# (the body limits of _LimitedChunks are tested in tests/serving/test_limits.py).
-QuickParser = type("QuickParser", (_waitress._LimitedParser,), {"chunks_class": ChunkedReceiver, "chunked_adj": ADJ})
+# The adapter's quick head parsing alone (refusals.LimitedParser adds the chunked body limits,
+# tested in tests/serving/test_limits.py).
 
 
 def parsed(cls: type, request: bytes) -> dict[str, Any]:
@@ -283,7 +283,7 @@ def test_a_server_reads_and_answers_with_the_quick_paths(tmp_path: Path, handler
     server = Server(build_app(config), config)
     try:
         channel_class = server.waitress.channel_class
-        assert issubclass(channel_class.parser_class, _waitress._LimitedParser)
+        assert issubclass(channel_class.parser_class, QuickParser)
         assert issubclass(channel_class.task_class, _waitress.QuickTask)
     finally:
         server.waitress.close()
