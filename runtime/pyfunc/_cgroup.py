@@ -39,10 +39,11 @@ else:
 
 
 def _read(path: str) -> Optional[str]:
+    # Bytes, decoded here: open(encoding="ascii") would import encodings.ascii at every start.
     try:
-        with open(path, encoding="ascii") as file:
-            return file.read().strip()
-    except (OSError, ValueError):
+        with open(path, "rb") as file:
+            return file.read().decode("ascii").strip()
+    except (OSError, ValueError):  # ValueError: not ASCII, so no number or path this reads
         return None
 
 
@@ -144,19 +145,23 @@ def usable_cpus(found: Optional[Limits] = None) -> float:
     return min(cores, found.cpus) if found.cpus else cores
 
 
-# The default pool core: 4 threads per usable CPU, 2 to 8. Eight was the fixed default (enough for
-# CPU-bound handlers on a 2-core machine); a half-CPU pod gets 2, a 1-CPU pod 4. More would only
-# share the same fraction of a core under the GIL, each costing memory; blocked workers still get
-# threads from the elastic pool, up to PYFUNC_MAX_THREADS, whatever the core is.
+# The default pool core: 4 threads per usable CPU, from 2 up to PYFUNC_THREADS's default in
+# pyfunc._config.SETTINGS (8: enough for CPU-bound handlers on a 2-core machine); a half-CPU pod
+# gets 2, a 1-CPU pod 4. More would only share the same fraction of a core under the GIL, each
+# costing memory; blocked workers still get threads from the elastic pool, up to
+# PYFUNC_MAX_THREADS, whatever the core is.
 THREADS_PER_CPU = 4
-MIN_THREADS, MAX_DEFAULT_THREADS = 2, 8
+MIN_THREADS = 2
 
 
 def default_threads(found: Optional[Limits] = None) -> int:
-    """``PYFUNC_THREADS`` when it is not set: from the CPUs the pod may use."""
+    """``PYFUNC_THREADS`` when it is not set: from the CPUs the pod may use, at most its default."""
     import math
 
-    return max(MIN_THREADS, min(MAX_DEFAULT_THREADS, math.ceil(THREADS_PER_CPU * usable_cpus(found))))
+    from ._config import SETTINGS
+
+    highest: int = next(setting.default for setting in SETTINGS if setting.name == "threads")
+    return max(MIN_THREADS, min(highest, math.ceil(THREADS_PER_CPU * usable_cpus(found))))
 
 
 def describe(found: Optional[Limits] = None) -> str:
