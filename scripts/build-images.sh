@@ -37,6 +37,9 @@ WHEEL_DIR="$CACHE/context/pyfunc-wheel"
 if [ "$(cat "$WHEEL_DIR/.runtime" 2>/dev/null)" != "$runtime_hash" ] || ! ls "$WHEEL_DIR"/pyfunc_invoker-*.whl >/dev/null 2>&1; then
   step "Building the pyfunc-invoker wheel (runtime/ changed or first run)"   # pure Python: one for all stacks
   rm -rf "$WHEEL_DIR"; mkdir -p "$WHEEL_DIR"
+  # pip builds in the tree, and setuptools keeps build/lib between builds: a module since removed
+  # from runtime/ (pyfunc/_waitress.py, now a package) would still be packed into the wheel.
+  rm -rf "$REPO/build"
   python3 -m pip wheel --quiet --disable-pip-version-check --no-deps --no-cache-dir -w "$WHEEL_DIR" "$REPO"
   echo "$runtime_hash" >"$WHEEL_DIR/.runtime"
 fi

@@ -37,6 +37,7 @@ BENCH_INSTRUCTIONS = "bench/results/instructions.json"
 BENCH_ASGI = "bench/results/asgi.json"
 CONTAINERS = "e2e/results/containers.json"
 CLUSTER = "e2e/results/cluster.json"
+POD_SIZING = "e2e/results/pod_sizing.json"
 RELIABILITY = "tests/reliability/results"
 RESULTS_GLOBS = ["bench/results/*.json", "bench/results/*/*.json", f"{RELIABILITY}/*.json", "e2e/results/*.json"]
 # Files whose figures are generated. docs/quickstart.md (and the README's Quickstart) quote none.
@@ -463,6 +464,42 @@ def cluster() -> str:
         f"\n\n{source_line(CLUSTER, data)}\n"
 
 
+def pod_sizing() -> str:
+    """docs/serving.md's "Sizing a pod": memory per body in flight, bodies a limit holds (e2e/test_pod_limits.py)."""
+    data = load(POD_SIZING)
+    if data is None or "per_body" not in data:
+        return missing(POD_SIZING, "`PYFUNC_RECORD=1 pytest -m e2e e2e/test_pod_limits.py`")
+
+    def mib(value: float) -> str:
+        return f"{value / (1 << 20):.1f} MiB"
+
+    rows = ["| body in flight | container memory (cgroup) per body | `/tmp` (tmpfs) per body | process RSS per body |",
+            "|---|---|---|---|"]
+    for label, row in sorted(data["per_body"].items(), key=lambda item: item[1]["body_bytes"]):
+        rows.append(f"| {label.replace('KiB', ' KiB').replace('MiB', ' MiB')} | {mib(row['cgroup_bytes'])} | "
+                    f"{mib(row['tmp_bytes'])} | {mib(row['rss_bytes'])} |")
+    idle = next(iter(data["per_body"].values()))
+    text = "\n".join(rows) + (f"\n\nAn idle server (after its first request): {mib(idle['idle_cgroup_bytes'])} of "
+                              f"container memory, {mib(idle['idle_rss_bytes'])} RSS. Each body held by a handler "
+                              "(8 at once, `PYFUNC_MAX_BODY_BYTES_IN_FLIGHT=0`), in a read-only container with "
+                              "`/tmp` on tmpfs; a body under 512 KiB stays in memory, a larger one is in `/tmp` and, "
+                              "once the handler runs, in memory too.\n\n")
+    most = data.get("most_1MiB_bodies_held", {})
+    budget = data.get("default_budget_bytes", {})
+    text += ("| `--memory` | 1 MiB bodies held at once before the OOM kill, no budget | default budget (`auto`) |\n"
+             "|---|---|---|\n")
+    for limit, row in most.items():
+        killed = "killed beyond that" if row.get("oom_killed") else "not killed (the run stopped adding)"
+        cell = mib(budget[limit]) if limit in budget else "–"
+        text += f"| {limit.replace('MiB', ' MiB')} | {row['held']} ({killed}) | {cell} |\n"
+    flood = data.get("flood_10MiB_x40_in_128MiB")
+    if flood:
+        answered = ", ".join(f"{count} × {status}" for status, count in flood.items())
+        text += (f"\nA flood of 40 requests of 10 MiB at once into `--memory=128m` with the default budget: "
+                 f"{answered}; the container kept running.\n")
+    return text + f"\n{source_line(POD_SIZING, data)}\n"
+
+
 def image_sizes() -> str:
     data = load(CONTAINERS)
     if data is None:
@@ -540,7 +577,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "image-sizes": image_sizes, "reliability": reliability, "bench-io": bench_io,
     "bench-eventing": bench_eventing, "bench-oidc": bench_oidc, "bench-instructions": bench_instructions,
     "bench-docker": bench_docker, "metrics-cost": metrics_cost, "serving-memory": serving_memory,
-    "cluster": cluster, "bench-asgi": bench_asgi,
+    "cluster": cluster, "bench-asgi": bench_asgi, "pod-sizing": pod_sizing,
 }
 
 

@@ -18,7 +18,11 @@ pip=(.venv-sdk2/bin/python -m pip install -q --disable-pip-version-check --requi
 "${pip[@]}" -r scripts/locks/test.lock
 "${pip[@]}" --no-deps -r scripts/locks/sdk2.lock
 .venv-sdk2/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
-.venv-sdk2/bin/python -m pip check >/dev/null
+# pip check: consistent but for the one conflict this venv is made of (pyproject requires 1.x; a
+# user who installs 2.x over it gets the same warning, and pyfunc binds 2.x's types).
+conflicts="$(.venv-sdk2/bin/python -m pip check 2>&1 | grep -v '^pyfunc-invoker [^ ]* has requirement cloudevents[^ ]*, but you have cloudevents 2\.' || true)"
+[ -z "$conflicts" ] || [ "$conflicts" = "No broken requirements found." ] ||
+  { echo "error: pip check: $conflicts" >&2; exit 1; }
 installed="$(.venv-sdk2/bin/python -c 'from importlib.metadata import version; print(version("cloudevents"))')"
 [ "$installed" = "$version" ] || { echo "error: cloudevents $installed installed, not $version" >&2; exit 1; }
 

@@ -94,7 +94,7 @@ def wait_until_up(url: str, process: subprocess.Popen, log_path: Path, timeout: 
         try:
             requests.get(url + "/health/liveness", timeout=1)
             return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # a slow answer on a busy machine: ask again
             time.sleep(0.05)
     process.kill()
     raise RuntimeError(f"server did not come up in {timeout}s:\n{log_path.read_text()}")

@@ -22,22 +22,59 @@ class ConfigError(PyfuncError):
     """A setting has a value pyfunc cannot use."""
 
 
+# The messages below say what the value must be, never Python's own words ("invalid literal for
+# int() with base 10"): they end up in a one-line start-up error an operator reads.
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError("must be a whole number") from None
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("must be a number") from None
+    if value != value or value in (float("inf"), float("-inf")):  # nan, inf: no timeout means 0
+        raise ValueError("must be a finite number")
+    return value
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _int(text)
     if value < 1:
         raise ValueError("must be at least 1")
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def _bounded_int(highest: int) -> Callable[[str], int]:
+    """A whole number from 1 to ``highest`` (a port; a thread count the machine can start)."""
+    def parse(text: str) -> int:
+        value = _positive_int(text)
+        if value > highest:
+            raise ValueError(f"must be at most {highest}")
+        return value
+
+    return parse
+
+
 def _non_negative_float(text: str) -> float:
-    value = float(text)
+    value = _float(text)
     if value < 0:
         raise ValueError("must not be negative")
     return value
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
+    value = _float(text)
     if not value > 0:
         raise ValueError("must be positive")
     return value
@@ -48,10 +85,23 @@ def _size(text: str) -> int:
     text = text.strip().upper().removesuffix("B").removesuffix("I")
     factor = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
     number = text[:-1] if factor > 1 else text
-    value = int(float(number) * factor)
+    try:
+        value = int(_float(number) * factor)
+    except ValueError:
+        raise ValueError("must be a number of bytes, with an optional K, M or G suffix") from None
     if value < 1:
         raise ValueError("must be positive")
     return value
+
+
+def _budget(text: str) -> Any:
+    """``auto`` (from the cgroup memory limit), ``0`` (no budget) or bytes like ``_size``."""
+    value = text.strip().lower()
+    if value == "auto":
+        return "auto"
+    if value in ("0", "off"):
+        return 0
+    return _size(text)
 
 
 def _choice(*options: str) -> Callable[[str], str]:
@@ -119,18 +169,23 @@ else:  # the same record, immutable: a frozen dataclass's generated code costs ~
     Setting = collections.namedtuple("Setting", "name env flag default parse help")
 
 
+# Most threads a pool may be given: far beyond what a pod serves (Knative's containerConcurrency
+# is at most 1000), well under what would exhaust the machine at start.
+MAX_THREADS = 10_000
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("handler", "PYTHON_HANDLER", "--handler", "handler.handler", str,
             "the function to serve: module.func, pkg.mod.func or module:func"),
-    Setting("port", "PORT", "--port", 8080, _positive_int, "TCP port to listen on (Knative sets PORT)"),
+    Setting("port", "PORT", "--port", 8080, _bounded_int(65535), "TCP port to listen on (Knative sets PORT)"),
     Setting("host", "PYFUNC_HOST", "--host", "0.0.0.0", str, "address to listen on"),
-    Setting("threads", "PYFUNC_THREADS", "--threads", 8, _positive_int,
-            "worker threads always kept (the pool's core); enough for CPU-bound handlers"),
+    Setting("threads", "PYFUNC_THREADS", "--threads", 8, _bounded_int(MAX_THREADS),
+            "worker threads always kept (the pool's core); unset, 4 per CPU the cgroup's quota allows, "
+            "2 to 8 (8 without a quota on 2 cores or more); enough for CPU-bound handlers"),
     Setting("workers", "PYFUNC_WORKERS", "--workers", 1, _workers,
             "server processes sharing the port, each with its own threads, start() and memory "
             "(docs/serving.md, \"Workers\"): a number, or auto (one per CPU of the container's "
             "quota, else of the machine); 1 starts fastest and uses least memory"),
-    Setting("max_threads", "PYFUNC_MAX_THREADS", "--max-threads", 256, _positive_int,
+    Setting("max_threads", "PYFUNC_MAX_THREADS", "--max-threads", 256, _bounded_int(MAX_THREADS),
             "most worker threads: the pool grows past PYFUNC_THREADS while its workers are blocked "
             "(sync handlers waiting on I/O) and requests wait; async handlers hold none while they await"),
     Setting("thread_idle_timeout", "PYFUNC_THREAD_IDLE_TIMEOUT", "--thread-idle-timeout", 30.0,
@@ -140,6 +195,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("backlog", "PYFUNC_BACKLOG", "--backlog", 1024, _positive_int, "listen backlog"),
     Setting("max_body_size", "PYFUNC_MAX_BODY_SIZE", "--max-body-size", 10 << 20, _size,
             "largest request body in bytes (K/M/G suffixes allowed); larger gets 413"),
+    Setting("max_body_bytes_in_flight", "PYFUNC_MAX_BODY_BYTES_IN_FLIGHT", "--max-body-bytes-in-flight", "auto",
+            _budget, "request bytes (by Content-Length) received or served at once; a request beyond "
+            "gets 503 with Retry-After instead of the memory it would take (auto: a third of the cgroup "
+            "memory limit above 48 MiB, none without a limit; 0: no limit; one body is always admitted)"),
     Setting("max_header_size", "PYFUNC_MAX_HEADER_SIZE", "--max-header-size", 64 << 10, _size,
             "largest request head (request line + headers); larger gets 431"),
     Setting("channel_timeout", "PYFUNC_CHANNEL_TIMEOUT", "--channel-timeout", 60.0, _non_negative_float,
@@ -150,7 +209,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("timeout", "PYFUNC_TIMEOUT", "--timeout", 0.0, _non_negative_float,
             "seconds one invocation may take before a 504 (0: no limit); unset, Knative's "
             "REVISION_TIMEOUT_SECONDS when the environment has it"),
-    Setting("max_concurrency", "PYFUNC_MAX_CONCURRENCY", "--max-concurrency", 0, int,
+    Setting("max_concurrency", "PYFUNC_MAX_CONCURRENCY", "--max-concurrency", 0, _non_negative_int,
             "invocations in progress at once before 429 (0: no limit; like containerConcurrency)"),
     Setting("shutdown_timeout", "PYFUNC_SHUTDOWN_TIMEOUT", "--shutdown-timeout", 0.0, _non_negative_float,
             "seconds SIGTERM waits for in-flight requests (0: until they finish; the platform's "
@@ -241,6 +300,7 @@ class Config:
     connection_limit: int = _DEFAULT["connection_limit"]
     backlog: int = _DEFAULT["backlog"]
     max_body_size: int = _DEFAULT["max_body_size"]
+    max_body_bytes_in_flight: Any = _DEFAULT["max_body_bytes_in_flight"]  # "auto" or bytes (0: no budget)
     max_header_size: int = _DEFAULT["max_header_size"]
     channel_timeout: float = _DEFAULT["channel_timeout"]
     receive_timeout: float = _DEFAULT["receive_timeout"]
@@ -310,6 +370,11 @@ class Config:
         if args is not None and getattr(args, "directory", None):
             values["directory"] = args.directory
         values.update(overrides)
+        if "threads" not in values:
+            # Unset: from the CPUs the pod may use (its cgroup's quota), not the node's cores.
+            from ._cgroup import default_threads
+
+            values["threads"] = default_threads()
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 

@@ -223,7 +223,10 @@ class RedisStore(Store):
     """
 
     def __init__(self, url: str, on_error: Optional[Callable[[], None]] = None) -> None:
-        import redis  # only with PYFUNC_DEDUPE=redis://…: the optional extra pyfunc-invoker[redis]
+        from ._extras import require
+
+        # Only with PYFUNC_DEDUPE=redis://…: the optional extra pyfunc-invoker[redis].
+        redis: Any = require("redis", "PYFUNC_DEDUPE=redis://…")
 
         self.url = url
         self._redis = redis.Redis.from_url(

@@ -115,10 +115,22 @@ def _import_module(workspace: str, module_name: str) -> ModuleType:
     except Exception as exc:
         user_file, line = _innermost_frame_in(workspace, exc) or (file, None)
         raise HandlerLoadError(
-            f"error while importing {module_name!r}: {type(exc).__name__}: {exc}", user_file, line
+            f"error while importing {module_name!r}: {type(exc).__name__}: {exc}{_extra_hint(exc)}", user_file, line
         ) from None
     except SystemExit as exc:
         raise HandlerLoadError(f"module {module_name!r} called exit({exc.code!r}) while importing", file) from None
+
+
+def _extra_hint(exc: BaseException) -> str:
+    """`` (pip install 'pyfunc-invoker[pydantic]')`` when the handler needs what an extra installs."""
+    from ._extras import EXTRAS, install_hint
+
+    missing = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
+    if type(exc).__name__ == "PydanticFeatureNotInstalled":  # cloudevents.pydantic without pydantic
+        missing = "pydantic"
+    if missing and missing.partition(".")[0] in EXTRAS:
+        return f" ({install_hint(missing)})"
+    return ""
 
 
 def _innermost_frame_in(workspace: str, exc: BaseException) -> Optional[tuple[str, int]]:

@@ -42,6 +42,9 @@ class Metrics:
     """The pyfunc metrics in a registry of their own, plus the process collector (RSS, CPU, fds)."""
 
     def __init__(self) -> None:
+        from ._extras import require
+
+        require("prometheus_client", "PYFUNC_METRICS=true")  # the optional extra pyfunc-invoker[metrics]
         from prometheus_client import (
             CollectorRegistry,
             Counter,

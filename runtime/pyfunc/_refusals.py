@@ -1,4 +1,5 @@
-"""The requests waitress refuses before the app sees them (413, 431), answered as pyfunc answers.
+"""The requests waitress refuses before the app sees them (413, 431, and 503 when the bodies in
+flight would exceed the memory budget), answered as pyfunc answers.
 
 waitress reads the head and the body on its I/O loop and refuses an oversized one itself, in
 plain text, with no access line: a client got a different error shape than for every other
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
 _REFUSALS = {
     413: ("body-too-large", "the request body is", "PYFUNC_MAX_BODY_SIZE"),
     431: ("headers-too-large", "the request line and headers are", "PYFUNC_MAX_HEADER_SIZE"),
+    # The body would take the bodies in flight past the memory budget (pyfunc._memory): shed.
+    503: ("memory-budget", "the request bodies in flight would be", "PYFUNC_MAX_BODY_BYTES_IN_FLIGHT"),
 }
 
 
@@ -34,6 +37,11 @@ def answerer(access_log: bool) -> Callable[[Refusal], tuple[str, list[tuple[str,
             fields = {"request_id": refusal.request_id or logs.next_request_id()}
             logs.access(refusal.method, refusal.path, refusal.status, time.perf_counter() - refusal.started, fields)
         body = response.body if isinstance(response.body, bytes) else b"".join(response.body)
-        return response.status_line, list(response.headers), body
+        headers = list(response.headers)
+        if refusal.status == 503:
+            from ._memory import RETRY_AFTER
+
+            headers.append(("Retry-After", str(RETRY_AFTER)))
+        return response.status_line, headers, body
 
     return answer

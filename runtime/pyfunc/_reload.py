@@ -212,12 +212,9 @@ def say(message: str) -> None:
 
 def run_with_reload(args: argparse.Namespace) -> int:
     """Entry point of ``pyfunc run --reload``."""
-    try:
-        import watchfiles  # noqa: F401
-    except ImportError:
-        raise PyfuncError(
-            "--reload needs the watchfiles package: pip install watchfiles"
-        ) from None
+    from ._extras import require
+
+    require("watchfiles", "--reload")
     config = Config.load(args=args)  # bad flags are reported here, once, not by every child
     if not os.path.isdir(config.directory):
         raise PyfuncError(f"function directory {config.directory!r} does not exist")

@@ -152,9 +152,12 @@ class Server:
             # (as under pyfunc-invoker 0.1.0); waitress would drop them, since no proxy is trusted.
             clear_untrusted_proxy_headers=False,
         )
+        from ._memory import budget_of
+
+        self.body_budget = budget_of(config)  # None: no memory budget (pyfunc._memory)
         installed = _waitress.install(self.waitress, make_loop=make_loop, answer=answerer(config.access_log),
                                       defer=getattr(app, "is_async", False),
-                                      receive_timeout=config.receive_timeout)
+                                      receive_timeout=config.receive_timeout, body_budget=self.body_budget)
         self.loop: Optional[EpollLoop] = installed.loop
         if self.loop is not None:
             flush_access_lines = logs.defer_access_lines()
@@ -332,8 +335,8 @@ def serve(config: Config, worker: Optional[WorkerLink] = None) -> int:
         serving.enable_tracing()
     try:
         server = Server(app, config, worker.socket if worker is not None else None)
-    except OSError as exc:
-        print(f"pyfunc: error: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}",
+    except (OSError, ValueError) as exc:  # ValueError: waitress found no address for PYFUNC_HOST
+        print(f"pyfunc: error: cannot listen on {config.host}:{config.port}: {getattr(exc, 'strerror', None) or exc}",
               file=sys.stderr)
         return 1
 
@@ -345,11 +348,14 @@ def serve(config: Config, worker: Optional[WorkerLink] = None) -> int:
     loaded: Optional[LoadedFunction] = getattr(app, "loaded", None)
     if serving is not None:  # a function's app, or an ASGI or WSGI app's (issue 22)
         serving.on_ready()  # eventing hook (_metrics.py): the port is open, the startup time is known
+    from ._cgroup import describe
+
     logger.info(
-        "serving %s from %s on http://%s:%d (%d-%d threads%s)",
+        "serving %s from %s on http://%s:%d (%d-%d threads; %s%s)",
         loaded.qualname if loaded else "nothing (load error)",
         os.path.abspath(config.directory), config.host, server.port, config.threads,
-        max(config.threads, config.max_threads), f", worker {worker.index}" if worker is not None else "",
+        max(config.threads, config.max_threads), describe(),
+        f", worker {worker.index}" if worker is not None else "",
     )
     if worker is None:
         server.serve_forever()

@@ -85,12 +85,13 @@ def from_environment(function_name: str) -> Optional[Tracing]:
     exporters = requested_exporters()
     if not exporters:
         return None
-    try:
-        provider = _build_provider(function_name, exporters)
-    except ImportError as exc:
-        logger.error("tracing is requested (OTEL_TRACES_EXPORTER / OTEL_EXPORTER_OTLP_ENDPOINT) but the "
-                     "OpenTelemetry SDK is not installed (pip install opentelemetry-sdk): %s", exc)
-        return None
+    from ._extras import require
+
+    # Asked for and not installed: a start-up error, not a server that silently traces nothing.
+    setting = ("OTEL_TRACES_EXPORTER=" + ",".join(exporters) if os.environ.get("OTEL_TRACES_EXPORTER")
+               else "OTEL_EXPORTER_OTLP_ENDPOINT")
+    require("opentelemetry.sdk.trace", setting)
+    provider = _build_provider(function_name, exporters)
     if provider is None:
         return None
     logger.info("tracing with OpenTelemetry, exporting to %s", ", ".join(exporters))
@@ -111,6 +112,14 @@ def _build_provider(function_name: str, exporters: list[str]) -> Any:
     processors = []
     for name in exporters:
         exporter_class = _exporter_class(name)
+        if exporter_class is None and name == "otlp":
+            # The exporter OTEL_EXPORTER_OTLP_ENDPOINT implies, in a package of its own: missing, the
+            # spans would go nowhere while the operator believes they are exported.
+            from ._config import ConfigError
+
+            raise ConfigError("OTLP tracing (OTEL_TRACES_EXPORTER / OTEL_EXPORTER_OTLP_ENDPOINT) needs the "
+                              "opentelemetry-exporter-otlp package, which is not installed: "
+                              "pip install opentelemetry-exporter-otlp")
         if exporter_class is None:
             logger.error("OTEL_TRACES_EXPORTER: no span exporter named %r is installed (for otlp: "
                          "pip install opentelemetry-exporter-otlp); not exporting there", name)

@@ -60,6 +60,21 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return _reader_gone()
+
+
+def _reader_gone() -> int:
+    """stdout's reader went away (``pyfunc invoke … | head -5``): end quietly, like a tool killed by
+    SIGPIPE, instead of a traceback. stdout is pointed at /dev/null first, or flushing what is left
+    of it at exit would raise again (and print "Exception ignored ...")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return 141  # 128 + SIGPIPE: what a shell reports for a writer its reader left
 
 
 def module_parser() -> argparse.ArgumentParser:

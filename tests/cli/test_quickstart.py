@@ -331,6 +331,92 @@ def test_docs_quickstart_scaffold_run_invoke_test(docs_local):
     assert run.cwd.name == "hello"  # `cd hello` in step 2
 
 
+# ---------------------------------------------------------------------------------- seed handlers after pip install
+
+# The seed README's handler style, and 0.1.0's reply type: an argument annotated with
+# cloudevents.sdk.event.v1.Event, a reply that is a cloudevents.http.CloudEvent. Both modules are
+# cloudevents 1.x's (2.x moved them under cloudevents.v1): pyproject keeps the 1.x line so that
+# `pip install -e '.[reload]'` resolves one that has them.
+SEED_HANDLER = """
+from cloudevents.http import CloudEvent
+from cloudevents.sdk.event.v1 import Event
+
+
+def handler(event: Event):
+    return CloudEvent({"type": "com.example.reply", "source": "/seed"},
+                      {"got": event.Data() if hasattr(event, "Data") else event.data})
+"""
+
+
+def _quickstart_python(checkout: Path) -> str:
+    return str(checkout / ".venv" / "bin" / "python")
+
+
+def test_a_seed_style_handler_serves_in_the_quickstart_venv(checkout, tmp_path):
+    """The venv the quickstart's `pip install -e '.[reload]'` made (wheels from the index), serving
+    a handler written as the seed README says, answering a binary CloudEvent with a CloudEvent."""
+    import json
+    import urllib.request
+
+    from support import free_port
+
+    python = _quickstart_python(checkout)
+    major = subprocess.run([python, "-c", "from importlib.metadata import version; print(version('cloudevents'))"],
+                           capture_output=True, text=True, timeout=60).stdout.strip()
+    assert major.startswith("1."), f"pip resolved cloudevents {major}: seed handlers' modules are 1.x's"
+    function = tmp_path / "seed"
+    function.mkdir()
+    (function / "handler.py").write_text(SEED_HANDLER)
+    port = free_port()
+    env = {**script_env(), "PORT": str(port), "PYFUNC_HOST": "127.0.0.1"}
+    with open(tmp_path / "server.log", "wb") as log:
+        server = subprocess.Popen([python, "-m", "pyfunc", str(function)], env=env, stdout=log,
+                                  stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, (tmp_path / "server.log").read_text()
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()
+            time.sleep(0.1)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/", data=b'{"name": "Ada"}', method="POST",
+            headers={"ce-specversion": "1.0", "ce-id": "1", "ce-source": "/test", "ce-type": "com.example.ping",
+                     "content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            assert reply.status == 200
+            assert reply.headers["ce-type"] == "com.example.reply" and reply.headers["ce-source"] == "/seed"
+            assert json.loads(reply.read()) == {"got": {"name": "Ada"}}
+    finally:
+        server.kill()
+        server.wait(10)
+
+
+# The extras the quickstart's install leaves out, really missing there: (environment, setting, extra).
+MISSING_IN_QUICKSTART = [
+    ({"PYFUNC_DEDUPE": "redis://127.0.0.1:1/0"}, "PYFUNC_DEDUPE=redis://", "redis"),
+    ({"PYFUNC_METRICS": "true"}, "PYFUNC_METRICS=true", "metrics"),
+    ({"OTEL_TRACES_EXPORTER": "console"}, "OTEL_TRACES_EXPORTER=console", "otel"),
+]
+
+
+@pytest.mark.parametrize(("env", "setting", "extra"), MISSING_IN_QUICKSTART, ids=[m[2] for m in MISSING_IN_QUICKSTART])
+def test_an_extra_the_quickstart_venv_lacks_is_one_error_line(checkout, tmp_path, env, setting, extra):
+    from support import free_port
+
+    function = tmp_path / "fn"
+    function.mkdir()
+    (function / "handler.py").write_text("def handler(body):\n    return body\n")
+    result = subprocess.run([_quickstart_python(checkout), "-m", "pyfunc", str(function)], capture_output=True,
+                            text=True, timeout=60, env={**script_env(), **env, "PORT": str(free_port())})
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("pyfunc: error: ") and setting in line and f"pyfunc-invoker[{extra}]" in line, line
+
+
 # ---------------------------------------------------------------------------------- the build part (e2e)
 
 

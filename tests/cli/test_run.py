@@ -267,5 +267,6 @@ def test_reload_without_watchfiles_says_how_to_install_it(function, tmp_path):
                             env=env, timeout=60)
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        "pyfunc: error: --reload needs the watchfiles package: pip install watchfiles"
+        "pyfunc: error: --reload needs the watchfiles package, which cannot be imported (watchfiles is "
+        "not installed here): pip install 'pyfunc-invoker[reload]'"
     )

@@ -422,14 +422,14 @@ def handler(body: bytes):
 
 
 @contextlib.contextmanager
-def _cpu_hogs(pid: int) -> Iterator[None]:
-    """Busy loops in other processes, one per core the server ``pid`` runs on, all pinned to
-    those cores (at most two of them, so a many-core machine is as contended as a two-core
+def _cpu_hogs(pid: int, per_core: int = 1) -> Iterator[None]:
+    """Busy loops in other processes, ``per_core`` per core the server ``pid`` runs on, all pinned
+    to those cores (at most two of them, so a many-core machine is as contended as a two-core
     one): the server's threads get well under half a core, however big the machine is."""
     cores = sorted(os.sched_getaffinity(0))[:2]
     for task in Path(f"/proc/{pid}/task").iterdir():  # every thread of the server, and the threads they start
         os.sched_setaffinity(int(task.name), cores)
-    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(len(cores))]
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(per_core * len(cores))]
     try:
         for hog in hogs:
             os.sched_setaffinity(hog.pid, cores)
@@ -485,6 +485,20 @@ def test_computing_workers_do_not_grow_the_pool_when_other_processes_load_the_cp
     assert peak[0] <= baseline + 2, f"the pool grew from {baseline} to {peak[0]} threads for computing workers"
 
 
+def test_computing_workers_do_not_grow_the_pool_when_many_processes_load_the_cpu(serve):
+    """Three busy loops per core: a runnable worker now waits in the run queue longer than the
+    watcher's looks, and the kernel adds that wait to its busy time only once it ends. Read from
+    busy time alone, such looks saw computing workers as blocked (the pool grew on a busy CI
+    machine); the workers' state (runnable) tells them apart (pyfunc._threadstate)."""
+    server = serve(COMPUTE, env={"PYFUNC_THREADS": "2", "PYFUNC_MAX_THREADS": "64"})
+    baseline = _threads(server.process.pid)
+    with _cpu_hogs(server.process.pid, per_core=3):
+        answers, peak = _load(server, 16, 6, until=lambda answers: len(answers) >= 20)
+    assert answers and set(answers) == {200}, sorted(set(answers))
+    assert len(answers) >= 20, f"only {len(answers)} requests: the test measured nothing"
+    assert peak <= baseline + 2, f"the pool grew from {baseline} to {peak} threads for computing workers"
+
+
 def test_blocked_workers_still_grow_the_pool_when_other_processes_load_the_cpu(serve):
     server = serve(SYNC_SLEEP, env={"PYFUNC_THREADS": "2", "PYFUNC_MAX_THREADS": "64"})
     pid = server.process.pid
@@ -498,3 +512,83 @@ def test_blocked_workers_still_grow_the_pool_when_other_processes_load_the_cpu(s
     assert answers == [(200, b"1")] * 30
     assert peak[0] >= baseline + 20, (baseline, peak[0])
     assert seconds < 6, f"30 requests sleeping 1 s took {seconds:.1f}s on a loaded CPU (2 at a time: 15 s)"
+
+
+# ------------------------------------------------------------------- the elastic pool under a CPU quota
+
+def _load(server, clients: int, seconds: float, until=lambda answers: True,
+          longest: float = 120) -> tuple[list[int], int]:
+    """``clients`` keep POSTing for ``seconds``, and on until ``until(answers)`` holds (at most
+    ``longest`` seconds: a loaded machine only makes it take longer): (the statuses, the peak thread count)."""
+    pid = server.process.pid
+    stop, peak = threading.Event(), [_threads(pid)]
+    answers: list[int] = []
+
+    def client() -> None:
+        with requests.Session() as session:
+            while not stop.is_set():
+                answers.append(session.post(server.url, data=b"x", timeout=60).status_code)
+
+    watcher = _peak_threads(pid, stop, peak)
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    time.sleep(seconds)
+    deadline = time.monotonic() + longest
+    while not until(answers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    stop.set()
+    for thread in threads + [watcher]:
+        thread.join(90)
+    return answers, peak[0]
+
+
+def test_computing_workers_do_not_grow_the_pool_under_a_cpu_quota(serve):
+    """A Kubernetes CPU limit is a CFS quota: the server's threads are all runnable and none runs
+    for most of each period. The workers' busy time shows nothing while they are throttled; their
+    state (runnable) says they compute. A real cgroup with 0.1 CPU in 10 ms periods (1 ms each:
+    less than one timeslice, so the quota bites however little CPU a loaded machine leaves the
+    server), the server moved in; the load goes on until the quota has throttled it many times."""
+    from cgroups import cpu_quota
+
+    server = serve(COMPUTE, env={"PYFUNC_THREADS": "2", "PYFUNC_MAX_THREADS": "64"})
+    baseline = _threads(server.process.pid)
+    with cpu_quota(0.1, period_us=10_000) as cgroup:
+        cgroup.add(server.process.pid)
+        answers, peak = _load(server, 16, 6, until=lambda answers: len(answers) >= 20
+                              and cgroup.throttled_periods() >= 50)
+        assert cgroup.throttled_periods() >= 50, "the quota hardly throttled the server: the test measured nothing"
+    assert answers and set(answers) == {200}, sorted(set(answers))
+    assert len(answers) >= 20, f"only {len(answers)} requests in 6 s: the test measured nothing"
+    assert peak <= baseline + 2, f"the pool grew from {baseline} to {peak} threads for computing workers"
+
+
+def test_computing_workers_do_not_grow_the_pool_under_a_cpu_quota_and_other_processes(serve):
+    """Both at once: a 0.5 CPU quota on a machine whose cores two busy loops keep busy."""
+    from cgroups import cpu_quota
+
+    server = serve(COMPUTE, env={"PYFUNC_THREADS": "2", "PYFUNC_MAX_THREADS": "64"})
+    baseline = _threads(server.process.pid)
+    with cpu_quota(0.5) as cgroup, _cpu_hogs(server.process.pid):
+        cgroup.add(server.process.pid)
+        answers, peak = _load(server, 16, 6, until=lambda answers: len(answers) >= 20)
+    assert answers and set(answers) == {200}, sorted(set(answers))
+    assert len(answers) >= 20, f"only {len(answers)} requests in 6 s: the test measured nothing"
+    assert peak <= baseline + 2, f"the pool grew from {baseline} to {peak} threads for computing workers"
+
+
+def test_blocked_workers_still_grow_the_pool_under_a_cpu_quota(serve):
+    from cgroups import cpu_quota
+
+    server = serve(SYNC_SLEEP, env={"PYFUNC_THREADS": "2", "PYFUNC_MAX_THREADS": "64"})
+    pid = server.process.pid
+    baseline = _threads(pid)
+    stop, peak = threading.Event(), [baseline]
+    with cpu_quota(0.3) as cgroup, _cpu_hogs(pid):
+        cgroup.add(pid)
+        watcher = _peak_threads(pid, stop, peak)
+        seconds, answers = _wave(server.port, 30, b"1")
+        stop.set()
+        watcher.join(10)
+    assert answers == [(200, b"1")] * 30, f"{seconds:.1f}s: {answers}"
+    assert peak[0] >= baseline + 20, (baseline, peak[0])

@@ -58,19 +58,20 @@ class Installed:
 
     def __init__(self, loop: Any, refusals: bool, defers: bool) -> None:
         self.loop = loop  # the installed loop, or None: waitress's own select loop
-        self.refusals = refusals  # 413/431 as problem+json (else waitress's plain-text pages)
+        self.refusals = refusals  # 413/431/503 as problem+json (else waitress's plain-text pages)
         self.defers = defers  # requests can be parked (else async handlers hold their worker)
 
 
 def install(server: Any, *, make_loop: Optional[Callable[[dict[int, Any]], Loop]], answer: Answer,
-            defer: bool, receive_timeout: float) -> Installed:
+            defer: bool, receive_timeout: float, body_budget: Any = None) -> Installed:
     """Everything pyfunc adds to a waitress ``server``, in the one order that works.
 
-    The loop first (it installs the channel class the others subclass); then the refusals, the
-    deferral (only when ``defer``: an async handler) and the receive deadline (when not 0).
+    The loop first (it installs the channel class the others subclass); then the refusals (with
+    the memory budget, a pyfunc._memory.BodyBudget, when there is one), the deferral (only when
+    ``defer``: an async handler) and the receive deadline (when not 0).
     """
     loop = install_loop(server, make_loop) if make_loop is not None else None
-    refusals = install_refusals(server, answer)
+    refusals = install_refusals(server, answer, body_budget)
     defers = defer and install_deferral(server)
     if receive_timeout:
         enforce_receive_deadline(server, receive_timeout)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import inspect
-import os
 import threading
 import time
 
 from waitress.task import ThreadedTaskDispatcher
 
+from .. import _threadstate
 from .contract import _has, logger, waitress_version
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (ms of a cold start)
@@ -34,32 +33,8 @@ STRIKES = 2  # consecutive starved ticks before the pool grows (one can be a sch
 BUSY_TICK = 0.1  # the longest look interval, reached while the workers keep finishing tasks
 
 
-def _busy_reader() -> Optional[Callable[[], float]]:
-    """How long the calling thread has been running *or waiting for a CPU*, in seconds, read on
-    demand: Linux's schedstat (CPU time plus run-queue wait), else the thread's CPU clock, else
-    None (macOS, Windows: no per-thread clock)."""
-    try:
-        path = f"/proc/self/task/{threading.get_native_id()}/schedstat"
-        _schedstat(path)
-        return functools.partial(_schedstat, path)
-    except (AttributeError, OSError, ValueError):
-        pass
-    try:
-        clock = time.pthread_getcpuclockid(threading.get_ident())
-        time.clock_gettime(clock)
-    except (AttributeError, OSError):
-        return None
-    return functools.partial(time.clock_gettime, clock)
-
-
-def _schedstat(path: str) -> float:
-    """A thread's ``/proc/.../schedstat``: nanoseconds on a CPU, waiting for one, timeslices."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        running, waiting = os.read(fd, 128).split()[:2]
-    finally:
-        os.close(fd)
-    return (int(running) + int(waiting)) / 1e9
+# The workers' busy-time and state readers (pyfunc._threadstate): one per worker thread.
+_busy_reader = _threadstate.busy_reader
 
 
 class ElasticDispatcher(ThreadedTaskDispatcher):
@@ -101,6 +76,8 @@ class ElasticDispatcher(ThreadedTaskDispatcher):
     tasks wait for a worker, so nearly all of them are busy anyway). A worker that ends during a
     run of ticks is left out (its clock raises), one that starts is counted from the next run.
     Where threads have no CPU clock (macOS, Windows) the process rule is used, chosen once here.
+    A run whose busy time stood still still counts as computing when a worker is runnable at its
+    end: the kernel adds a wait for a CPU to the busy time only when it ends (pyfunc._threadstate).
     """
 
     def __init__(self, core: int, maximum: int, idle_timeout: float) -> None:
@@ -114,12 +91,12 @@ class ElasticDispatcher(ThreadedTaskDispatcher):
         self._watcher: Optional[threading.Thread] = None
         self._watching = False  # the watcher ticks (else it waits for add_task to wake it)
         self._closing = False
-        self._clocks: dict[int, Callable[[], float]] = {}  # thread number -> its busy-time reader (under the lock)
+        self._clocks: dict[int, _threadstate.ThreadProbe] = {}  # thread number -> its busy-time reader (under the lock)
         reader = _busy_reader()
         self._thread_clocks = reader is not None
         # With the run-queue wait counted, busy time cannot be fooled by a loaded machine: then
         # even tasks that wait half a second grow the pool only if the workers are not busy.
-        self._waits_counted = isinstance(reader, functools.partial) and reader.func is _schedstat
+        self._waits_counted = reader is not None and reader.waits_counted
         # Starts a measure of the workers' CPU; what it returns tells, later, whether they computed since.
         self._cpu_meter = self._workers_meter if self._thread_clocks else self._process_meter
 
@@ -188,7 +165,7 @@ class ElasticDispatcher(ThreadedTaskDispatcher):
         they were busy ``WORKERS_BUSY`` of them (summed) until it is called."""
         with self.lock:
             clocks = list(self._clocks.values())
-        start: list[tuple[Callable[[], float], float]] = []
+        start: list[tuple[_threadstate.ThreadProbe, float]] = []
         for clock in clocks:
             try:
                 start.append((clock, clock()))
@@ -202,7 +179,9 @@ class ElasticDispatcher(ThreadedTaskDispatcher):
                     used += clock() - then
                 except (OSError, ValueError):  # the thread ended during the tick: left out
                     pass
-            return used >= WORKERS_BUSY * elapsed
+            # Busy time counts a wait for a CPU only once it ends: a worker runnable all along
+            # (a loaded machine, a throttled CPU quota) shows none yet, but its state does.
+            return used >= WORKERS_BUSY * elapsed or _threadstate.any_runnable(clock for clock, _ in start)
 
         return computing
 

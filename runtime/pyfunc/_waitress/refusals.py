@@ -1,9 +1,11 @@
-"""413/431 answered as problem+json with an access line, and requests too slow to arrive closed.
+"""413/431 answered as problem+json with an access line, bodies over the memory budget shed
+with a 503, and requests too slow to arrive closed.
 
 waitress answers an oversized body or head with a plain-text page of its own, and the app never
 sees it; here they are answered by the server's ``answer`` (pyfunc._refusals). A chunked body is
-limited by its de-chunked size, and a request still arriving after ``PYFUNC_RECEIVE_TIMEOUT``
-is closed (slow-loris).
+limited by its de-chunked size, a body that would take the bodies in flight past the memory
+budget (pyfunc._memory) is read, discarded and answered 503, and a request still arriving after
+``PYFUNC_RECEIVE_TIMEOUT`` is closed (slow-loris).
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import collections
 import copy
 import time
 
-from waitress.receiver import ChunkedReceiver
+from waitress.receiver import ChunkedReceiver, FixedStreamReceiver
 from waitress.task import ErrorTask
+from waitress.utilities import Error as WaitressError
 from waitress.utilities import RequestEntityTooLarge
 
 from .contract import logger, refusal_contract_problems, waitress_version
@@ -27,7 +30,7 @@ __all__ = ["REFUSED_CODES", "Refusal", "enforce_receive_deadline", "install_refu
 
 if TYPE_CHECKING:
     class Refusal(NamedTuple):
-        """A request waitress refused before the app saw it (413, 431)."""
+        """A request waitress refused before the app saw it (413, 431, 503)."""
 
         status: int
         method: str  # "-" when the request line was not read (an oversized head)
@@ -40,9 +43,9 @@ if TYPE_CHECKING:
     Answer = Callable[[Refusal], tuple[str, list[tuple[str, str]], bytes]]
 else:  # the same named tuple, without typing.NamedTuple
     Refusal = collections.namedtuple("Refusal", "status method path request_id limit started")
-    Refusal.__doc__ = "A request waitress refused before the app saw it (413, 431)."
+    Refusal.__doc__ = "A request waitress refused before the app saw it (413, 431, 503)."
 
-REFUSED_CODES = (413, 431)
+REFUSED_CODES = (413, 431, 503)
 CHUNK_FRAMING_ALLOWANCE = 64 << 10  # bytes of chunk framing allowed beyond twice the body limit
 
 
@@ -68,12 +71,15 @@ class _LimitedChunks(ChunkedReceiver):
 
 
 class LimitedParser(QuickParser):
-    """The quick parser (heads.QuickParser), with chunked bodies received by :class:`_LimitedChunks`."""
+    """The quick parser (heads.QuickParser), with chunked bodies received by :class:`_LimitedChunks`
+    and announced bodies admitted by the memory budget (pyfunc._memory), when there is one."""
 
     chunks_class: type = _LimitedChunks
     # The adjustments a chunked request is parsed under: waitress's own (wire bytes) limit
     # raised to leave room for chunk framing, since _LimitedChunks enforces the body limit.
     chunked_adj: Any = None
+    body_budget: Any = None  # a pyfunc._memory.BodyBudget, or None (no budget); set per server
+    _release_body: Any = None
     body_rcv: Any
     chunked: bool
 
@@ -82,10 +88,56 @@ class LimitedParser(QuickParser):
         if self.chunked:  # once per request; plain bodies keep waitress's receiver
             self.body_rcv = self.chunks_class(self.body_rcv.buf)
             self.adj = self.chunked_adj
+        elif self.body_budget is not None and 0 < self.content_length < self.adj.max_request_body_size:
+            self._admit_body()
+
+    def _admit_body(self) -> None:
+        """Reserve the announced body, or shed it: read and *discard* it (nothing kept), then 503.
+
+        Answering before the body is read would close a connection with unread bytes: Linux
+        then resets it, and the client may lose the 503 to the reset (RFC 9112 9.6)."""
+        self._release_body = self.body_budget.reserve(self, self.content_length)
+        if self._release_body is None:
+            self.error = _ServiceUnavailable("request bodies in flight over the memory budget")
+            self.body_rcv = FixedStreamReceiver(self.content_length, _Discarded())  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        super().close()
+        release, self._release_body = self._release_body, None
+        if release is not None:
+            release()
+
+
+class _ServiceUnavailable(WaitressError):
+    """A request shed by the memory budget (pyfunc._memory), answered 503 by :class:`_ProblemErrorTask`."""
+
+    code = 503
+    reason = "Service Unavailable"
+
+
+class _Discarded:
+    """A body buffer that keeps nothing: a shed request's body is read off the socket and dropped."""
+
+    def __init__(self) -> None:
+        self.length = 0
+
+    def append(self, data: bytes) -> None:
+        self.length += len(data)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def getfile(self) -> Any:
+        import io
+
+        return io.BytesIO()
+
+    def close(self) -> None:
+        pass
 
 
 class _ProblemErrorTask(ErrorTask):
-    """waitress's error answer, for 413/431 given by ``answer`` (pyfunc's problem+json)."""
+    """waitress's error answer, for 413/431/503 given by ``answer`` (pyfunc's problem+json)."""
 
     answer: Optional[Answer] = None  # set per server
 
@@ -97,7 +149,8 @@ class _ProblemErrorTask(ErrorTask):
             super().execute()
             return
         status = error.code
-        limit = self.channel.adj.max_request_body_size if status == 413 else self.channel.adj.max_request_header_size
+        limit = (self.channel.adj.max_request_body_size if status == 413 else self.channel.adj.max_request_header_size
+                 if status == 431 else request.body_budget.limit + 1)
         if status == 431:  # waitress parsed a stand-in head; the real one may not have been kept
             line, crlf, _ = request.header_plus.partition(b"\r\n")
             first = line.split(b" ") if crlf else []
@@ -115,8 +168,9 @@ class _ProblemErrorTask(ErrorTask):
         self.write(body)
 
 
-def install_refusals(server: Any, answer: Answer) -> bool:
-    """413/431 answered by ``answer`` (and a chunk announcing more than the limit is a 413 too).
+def install_refusals(server: Any, answer: Answer, body_budget: Any = None) -> bool:
+    """413/431 answered by ``answer`` (and a chunk announcing more than the limit is a 413 too);
+    with a ``body_budget`` (a pyfunc._memory.BodyBudget), bodies beyond it answered 503.
 
     The same channel class reads request heads with :class:`heads.QuickParser`'s quick path and
     builds response heads with :class:`QuickTask`. Returns False, leaving waitress's plain-text
@@ -132,7 +186,8 @@ def install_refusals(server: Any, answer: Answer) -> bool:
     chunked_adj = copy.copy(server.adj)
     # Wire bytes still bounded (waitress counts them), with room for framing of chunks >= ~8 bytes.
     chunked_adj.max_request_body_size = 2 * limit + CHUNK_FRAMING_ALLOWANCE + 1
-    parser = type("LimitedParser", (LimitedParser,), {"chunks_class": chunks, "chunked_adj": chunked_adj})
+    parser = type("LimitedParser", (LimitedParser,), {"chunks_class": chunks, "chunked_adj": chunked_adj,
+                                                      "body_budget": body_budget})
     task = type("ProblemErrorTask", (_ProblemErrorTask,), {"answer": staticmethod(answer)})
     server.channel_class = type("Channel", (server.channel_class,),
                                 {"error_task_class": task, "parser_class": parser, "task_class": QuickTask})
