@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 FUNCTIONS = HERE / "functions"
 # A namespace per session: the previous session's may still be terminating (Knative's finalizers).
 NAMESPACE = f"pyfunc-e2e-{uuid.uuid4().hex[:6]}"
-PYFUNC = [sys.executable, "-m", "pyfunc"]
+PYFUNC = [str(Path(sys.executable).with_name("pyfunc"))]  # the CLI (python -m pyfunc only serves)
 METRICS: dict[str, Any] = {}
 
 
