@@ -97,6 +97,22 @@ def test_bodies_over_the_budget_are_shed_with_503_and_all_are_answered(serve):
     assert " 503 " in server.logs() or '"status": 503' in server.logs()  # the shed requests' access lines
 
 
+ECHO_LENGTH = """
+def handler(body: bytes):
+    return str(len(body))
+"""
+
+
+@pytest.mark.parametrize("handler", [ECHO_LENGTH, "async " + ECHO_LENGTH.lstrip()], ids=["sync", "async"])
+def test_the_next_body_sent_on_seeing_an_answer_is_admitted(serve, handler):
+    """A budget of one body, and each body sent the moment the previous answer arrives (queue-proxy
+    at containerConcurrency 1): none is shed. The reservation goes back when the answer starts, not
+    when waitress closes the request after sending it, which a quick client outran."""
+    server = serve(handler, env={"PYFUNC_MAX_BODY_BYTES_IN_FLIGHT": "1M"})
+    answers = [_post_raw(server.port, 1 << 20)[0] for _ in range(40)]
+    assert answers == [200] * 40
+
+
 def test_a_body_larger_than_the_budget_is_served_alone(serve):
     server = serve(SLOW_LENGTH, env={"PYFUNC_MAX_BODY_BYTES_IN_FLIGHT": "1M"})
     status, _, body = _post_raw(server.port, 3 << 20)

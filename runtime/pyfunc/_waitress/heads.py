@@ -162,8 +162,17 @@ class QuickTask(WSGITask):
     def build_response_header(self) -> bytes:
         """waitress's ``Task.build_response_header``, byte for byte, with what it recomputes on every
         response cached: the capitalised header names and the Date of the current second.
-        tests/serving/test_waitress_contract.py compares the two."""
+        tests/serving/test_waitress_contract.py compares the two.
+
+        The handler is done with the request body once its answer's head is built, so a body the
+        memory budget admitted (refusals.LimitedParser) is given back here. waitress closes the
+        request only after the answer is queued, and the channel may send it first: a client that
+        sends its next body on seeing the answer, as queue-proxy does at its concurrency limit,
+        would otherwise race that close and be shed although the budget was about to be free."""
         request: Any = self.request
+        release_body = getattr(request, "release_body", None)
+        if release_body is not None:
+            release_body()
         connection = request.headers.get("CONNECTION", "").lower()
         headers: list[tuple[str, str]] = []
         content_length = date = server = None

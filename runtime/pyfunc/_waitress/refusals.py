@@ -101,11 +101,16 @@ class LimitedParser(QuickParser):
             self.error = _ServiceUnavailable("request bodies in flight over the memory budget")
             self.body_rcv = FixedStreamReceiver(self.content_length, _Discarded())  # type: ignore[arg-type]
 
-    def close(self) -> None:
-        super().close()
+    def release_body(self) -> None:
+        """Give back what the body reserved (once; later calls do nothing). QuickTask calls it when
+        the answer's head is built, close() when the request ends without one."""
         release, self._release_body = self._release_body, None
         if release is not None:
             release()
+
+    def close(self) -> None:
+        super().close()
+        self.release_body()
 
 
 class _ServiceUnavailable(WaitressError):
