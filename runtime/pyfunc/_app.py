@@ -112,6 +112,10 @@ class FunctionApp:
         """The server listens (called by ``serve``): the startup time metric."""
         self.observer.ready()
 
+    def close(self) -> None:
+        """Release the handler's event loop and call threads; after the ``stop()`` hook ran."""
+        self.invoker.close()
+
     def enable_deferral(self, make_sink: MakeSink) -> bool:
         """Answer ``async def`` invocations without a worker waiting (the server parks them, and
         makes the sinks streams are sent to); returns whether they will be."""

@@ -633,7 +633,6 @@ class AsgiApp:
         self.defers = False
         self.tracing: Any = None
         self.runner = AsyncRunner()
-        self._async = self.runner  # pyfunc.testing stops it on close
         self._make_sink: Optional[MakeSink] = None
         self.lifespan: Optional[Lifespan] = None
         # Health paths besides pyfunc's own: func.yaml's deploy.healthEndpoints (pyfunc._funcpython).
@@ -663,6 +662,10 @@ class AsgiApp:
 
     def on_ready(self) -> None:
         self.observer.ready()
+
+    def close(self) -> None:
+        """Stop the app's event loop; after the ``stop()`` hook (the lifespan shutdown) ran on it."""
+        self.runner.close()
 
     def _protocol_error(self, exc: BaseException) -> tuple[str, Response]:
         logger.error("%s broke the ASGI protocol: %s", self.qualname, exc)

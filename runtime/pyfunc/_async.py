@@ -44,6 +44,16 @@ class AsyncRunner:
         self._thread = threading.Thread(target=self.loop.run_forever, name="pyfunc-async", daemon=True)
         self._thread.start()
 
+    def close(self, wait: float = 5.0) -> None:
+        """Stop the loop and close it once its thread has left (within ``wait`` seconds; a
+        coroutine that blocks the loop keeps it, and the daemon thread ends with the process)."""
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(wait)
+        if not self._thread.is_alive():
+            self.loop.close()
+
     def run(self, awaitable: Any, timeout: Optional[float]) -> Any:
         import asyncio
         import concurrent.futures
@@ -113,12 +123,23 @@ class CallRunner:
         self._jobs: Any = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._idle = 0
+        self._closed = False
+
+    def close(self) -> None:
+        """End the idle threads; a call still running (abandoned) ends its thread when it returns."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, 0
+        for _ in range(idle):
+            self._jobs.put(None)
 
     def call(self, timeout: Optional[float], function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``function(*args, **kwargs)`` in the caller's context; :class:`InvocationTimeout` after ``timeout``."""
         done = threading.Event()
         outcome: list[Any] = []
         with self._lock:
+            if self._closed:
+                raise RuntimeError("the call runner is closed")
             spawn = self._idle == 0
             if not spawn:
                 self._idle -= 1
@@ -135,14 +156,19 @@ class CallRunner:
 
     def _work(self) -> None:
         while True:
-            context, function, args, kwargs, outcome, done = self._jobs.get()
+            job = self._jobs.get()
+            if job is None:  # close()
+                return
+            context, function, args, kwargs, outcome, done = job
             try:
                 outcome.append((True, context.run(function, *args, **kwargs)))
             except BaseException as exc:  # noqa: B036 - handed to the waiting request thread
                 outcome.append((False, exc))
             done.set()
-            del context, function, args, kwargs, outcome, done
+            del job, context, function, args, kwargs, outcome, done
             with self._lock:
+                if self._closed:
+                    return
                 self._idle += 1
 
 

@@ -447,6 +447,7 @@ class Deduplicated:
         # The steps dedup leaves as they are.
         self.runner = inner.runner
         self.iterate = inner.iterate
+        self.close = inner.close
         self.trace = inner.trace
         self.refuse = inner.refuse
         self.runnable = inner.runnable

@@ -164,6 +164,13 @@ class Invoker:
         """An async iterator a handler returned, as a streamed body (see AsyncRunner.iterate)."""
         return self.runner().iterate(iterator)
 
+    def close(self) -> None:
+        """Stop the event loop and the call threads (after the ``stop()`` hook, which may use them)."""
+        if self._runner is not None:
+            self._runner.close()
+        if self._executor is not None:
+            self._executor.close()
+
     def trace(self, tracing: Tracing) -> None:
         """Wrap each call in an OpenTelemetry span (_tracing.Tracing)."""
         self.traced = True
@@ -339,6 +346,8 @@ if TYPE_CHECKING:
         def runner(self) -> AsyncRunner: ...
 
         def iterate(self, iterator: Any) -> Any: ...
+
+        def close(self) -> None: ...
 
         def trace(self, tracing: Tracing) -> None: ...
 

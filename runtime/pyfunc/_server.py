@@ -364,6 +364,8 @@ def serve(config: Config, worker: Optional[WorkerLink] = None) -> int:
         server.serve_forever()
     if loaded is not None:
         run_stop_hook(loaded)
+    if serving is not None:
+        serving.close()  # its event loop and call threads, which stop() may have used
     tracing = getattr(app, "tracing", None)
     if tracing is not None:
         tracing.shutdown()  # after stop(), whose own spans are exported too

@@ -65,6 +65,9 @@ class WsgiApp:
         if self.metrics is not None:
             self.metrics.ready()
 
+    def close(self) -> None:
+        """Nothing to release: the WSGI app runs on waitress's own threads."""
+
     def health(self, which: str) -> Any:
         return health_answer(self.loaded.hooks, which, self.draining, self.config.debug, _run_to_completion)
 

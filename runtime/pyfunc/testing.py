@@ -282,13 +282,10 @@ class FunctionClient:
         try:
             run_stop_hook(self.app.loaded)
         finally:
-            runner = getattr(self.app, "_async", None)
-            if runner is not None:
-                runner.loop.call_soon_threadsafe(runner.loop.stop)
-            executor = getattr(self.app, "_executor", None)
-            if executor is not None:
-                executor.shutdown(wait=False)
-            self._restore_env()
+            try:
+                self.app.close()
+            finally:
+                self._restore_env()
 
     def __enter__(self) -> FunctionClient:
         return self

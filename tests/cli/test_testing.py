@@ -146,6 +146,33 @@ def test_hooks_and_env(tmp_path):
     assert "PYFUNC_TEST_SETTING" not in os.environ
 
 
+
+@pytest.mark.parametrize("source, settings", [
+    ("async def handler(body):\n    return 'async'\n", {}),
+    ("def handler(body):\n    return 'timed'\n", {"timeout": 5}),
+    ("async def app(scope, receive, send):\n"
+     "    await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n"
+     "    await send({'type': 'http.response.body', 'body': b'asgi'})\n", {}),
+], ids=["async-handler", "sync-handler-with-timeout", "asgi-app"])
+def test_close_ends_the_event_loop_and_call_threads(tmp_path, source, settings):
+    """What a client started for its calls ends with it: a test suite making many clients leaks
+    no event loop or thread per client."""
+    import threading
+
+    def ours() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name in ("pyfunc-async", "pyfunc-call")}
+
+    before = ours()
+    client = FunctionClient(function(tmp_path, source), **settings)
+    assert client.post(body=b"x").status == 200
+    started = ours() - before
+    assert started, "the call ran on no pyfunc thread: nothing to check"
+    client.close()
+    for thread in started:
+        thread.join(10)
+    assert not any(thread.is_alive() for thread in started)
+
+
 def test_settings_are_server_settings(tmp_path):
     directory = function(tmp_path, ECHO)
     with FunctionClient(directory, reply_mode="structured") as client:
