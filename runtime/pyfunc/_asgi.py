@@ -39,7 +39,7 @@ import time
 
 from . import _logs as logs
 from ._app import CLIENT_CLOSED, LIVENESS_PATHS, METRICS_PATH, READINESS_PATHS, health_answer
-from ._async import AsyncRunner, room_in
+from ._async import AsyncRunner, release_parked, room_in
 from ._carry import trace_id
 from ._config import Config
 from ._deferred import RESUMED, Deferred
@@ -238,14 +238,8 @@ class AsgiCall:
                 logs.request_fields.reset(token)
 
     def release(self) -> None:
-        """Give back the concurrency slot and the in-flight count; break the environ's cycle."""
-        self.environ.pop(RESUMED, None)
-        slots, self.slots = self.slots, None
-        if slots is not None:
-            slots.release()
-        observer, self.observer = self.observer, None
-        if observer is not None:
-            observer.left()
+        """The request is over: see _async.release_parked."""
+        release_parked(self)
 
     # ---- the event loop
 

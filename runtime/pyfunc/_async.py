@@ -172,6 +172,19 @@ class CallRunner:
                 self._idle += 1
 
 
+def release_parked(request: Any) -> None:
+    """What a request parked off its worker (an AsyncInvocation, an ASGI app's AsgiCall) gives
+    back once it is over: its ``PYFUNC_MAX_CONCURRENCY`` slot (``slots``) and its place in the
+    in-flight count (``observer``), each once; and the environ's reference to it, a cycle."""
+    request.environ.pop(RESUMED, None)
+    slots, request.slots = request.slots, None
+    if slots is not None:
+        slots.release()
+    observer, request.observer = request.observer, None
+    if observer is not None:
+        observer.left()
+
+
 class AsyncInvocation:
     """One request to an ``async def`` handler, run on the event loop while no worker waits for it.
 
@@ -281,14 +294,8 @@ class AsyncInvocation:
         return results
 
     def release(self) -> None:
-        """Give back the concurrency slot and break the environ's cycle; the request is over."""
-        self.environ.pop(RESUMED, None)
-        slots, self.slots = self.slots, None
-        if slots is not None:
-            slots.release()
-        observer, self.observer = self.observer, None
-        if observer is not None:
-            observer.left()
+        """The request is over: see :func:`release_parked`."""
+        release_parked(self)
 
     def abandon(self) -> None:
         if self.slots is None and RESUMED not in self.environ:
