@@ -117,17 +117,29 @@ def wait(what: str, check: Callable[[], Any], timeout: float = 300, every: float
     pytest.fail(f"{what}: not after {timeout:.0f} s (last: {last!r:.500})")
 
 
+def resource_ready(kind: str, name: str, timeout: float = 300) -> dict:
+    """Wait for a resource with a Ready condition (a Broker, a Trigger) to be Ready; the object."""
+    def check() -> Optional[dict]:
+        obj = kjson("get", kind, name, "-n", NAMESPACE)
+        conds = {c["type"]: c["status"] for c in obj.get("status", {}).get("conditions", [])}
+        return obj if conds.get("Ready") == "True" else None
+    return wait(f"{kind} {name} Ready", check, timeout=timeout)
+
+
 def ready(name: str) -> str:
-    """Wait for the Knative Service to be Ready; its URL's host."""
+    """Wait for the Knative Service's current spec to be Ready (after an update: its new revision
+    serving); its URL's host."""
     def check() -> Optional[str]:
         ksvc = kjson("get", "ksvc", name, "-n", NAMESPACE)
-        conds = {c["type"]: c for c in ksvc.get("status", {}).get("conditions", [])}
-        if conds.get("Ready", {}).get("status") == "True" and ksvc["status"].get("url"):
-            return ksvc["status"]["url"].split("://", 1)[1]
-        ready_cond = conds.get("Ready", {})
-        failed = ready_cond.get("status") == "False" and "RevisionFailed" in ready_cond.get("reason", "")
-        if failed and ksvc["status"].get("observedGeneration") == ksvc["metadata"]["generation"]:
-            pytest.fail(f"ksvc {name} failed: {conds['Ready']}")
+        status = ksvc.get("status", {})
+        if status.get("observedGeneration") != ksvc["metadata"]["generation"]:
+            return None  # the controller has not seen the latest apply yet: its Ready is the old spec's
+        ready_cond = {c["type"]: c for c in status.get("conditions", [])}.get("Ready", {})
+        if (ready_cond.get("status") == "True" and status.get("url")
+                and status.get("latestReadyRevisionName") == status.get("latestCreatedRevisionName")):
+            return status["url"].split("://", 1)[1]
+        if ready_cond.get("status") == "False" and "RevisionFailed" in ready_cond.get("reason", ""):
+            pytest.fail(f"ksvc {name} failed: {ready_cond}")
         return None
     return wait(f"ksvc {name} Ready", check, timeout=300)
 
@@ -137,9 +149,9 @@ def ingress() -> str:
 
 
 def call(host: str, *, json_body: Any = None, method: str = "POST", headers: Optional[dict] = None,
-         data: Optional[bytes] = None, timeout: float = 120) -> requests.Response:
+         data: Optional[bytes] = None, timeout: float = 120, path: str = "/") -> requests.Response:
     """A request through the Knative ingress for the Service whose URL host is `host`."""
-    return requests.request(method, f"http://{ingress()}/", json=json_body, data=data,
+    return requests.request(method, f"http://{ingress()}{path}", json=json_body, data=data,
                             headers={"Host": host, **(headers or {})}, timeout=timeout)
 
 

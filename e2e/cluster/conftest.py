@@ -12,6 +12,7 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -73,9 +74,11 @@ def funcpy_ref(cluster: dict, workdir: Path) -> str:
     return load(funcpy_image(workdir))
 
 
-def _function(name: str, workdir: Path) -> str:
+def _function(name: str, workdir: Path, handler: Optional[Path] = None) -> str:
     path = workdir / name
     shutil.copytree(FUNCTIONS / name, path)
+    if handler is not None:  # another function's code, with this one's requirements
+        shutil.copy(handler, path / "handler.py")
     if (path / "requirements.txt").exists():  # wheels from PyPI through the host's trust store
         sh(sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "--no-deps",
            "--only-binary=:all:", "-d", str(path / "vendor"), "-r", str(path / "requirements.txt"), timeout=300)
@@ -95,6 +98,12 @@ def events_image(cluster: dict, workdir: Path) -> str:
 @pytest.fixture(scope="session")
 def recorder_image(cluster: dict, workdir: Path) -> str:
     return _function("recorder", workdir)
+
+
+@pytest.fixture(scope="session")
+def guarded_image(cluster: dict, workdir: Path) -> str:
+    """The recorder, built with pyfunc's `oidc` extra (functions/guarded/requirements.txt)."""
+    return _function("guarded", workdir, handler=FUNCTIONS / "recorder" / "handler.py")
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ from cluster_e2e import (
     kjson,
     pods,
     ready,
+    resource_ready,
     service,
     wait,
 )
@@ -28,14 +29,6 @@ from cluster_e2e import (
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.timeout(1200)]
 
 ONE_POD = {"autoscaling.knative.dev/min-scale": "1", "autoscaling.knative.dev/max-scale": "1"}
-
-
-def _ready(kind: str, name: str, timeout: float = 300) -> dict:
-    def check():
-        obj = kjson("get", kind, name, "-n", NAMESPACE)
-        conds = {c["type"]: c["status"] for c in obj.get("status", {}).get("conditions", [])}
-        return obj if conds.get("Ready") == "True" else None
-    return wait(f"{kind} {name} Ready", check, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +58,8 @@ def broker(events_image: str, recorder: str) -> str:
     apply({"apiVersion": "eventing.knative.dev/v1", "kind": "Trigger", "metadata": {"name": "replies"},
            "spec": {"broker": "default", "filter": {"attributes": {"source": "/events"}}, "subscriber": sink}})
     for name in ("to-events", "replies"):
-        _ready("trigger", name)
-    _ready("broker", "default")
+        resource_ready("trigger", name)
+    resource_ready("broker", "default")
     # The broker's ingress from the host: its Service's cluster IP (kube-proxy's rules).
     ip = kjson("get", "service", "broker-ingress", "-n", "knative-eventing")["spec"]["clusterIP"]
     return f"http://{ip}/{NAMESPACE}/default"
@@ -150,6 +143,6 @@ def test_pingsource_delivers_to_a_function(recorder: str) -> None:
     apply({"apiVersion": "sources.knative.dev/v1", "kind": "PingSource", "metadata": {"name": "ping"},
            "spec": {"schedule": "* * * * *", "contentType": "application/json", "data": '{"ping": "e2e"}',
                     "sink": {"ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "recorder"}}}})
-    _ready("pingsource", "ping")
+    resource_ready("pingsource", "ping")
     got = _find(recorder, lambda r: r.get("type") == "dev.knative.sources.ping")
     assert json.loads(got["data"]) == {"ping": "e2e"}

@@ -1,0 +1,155 @@
+"""Authenticated delivery on the real cluster (issue 25): Knative Eventing's OIDC tokens, verified by pyfunc.
+
+With Eventing's ``authentication-oidc`` feature on, a Broker's ingress takes only events with a
+token for the Broker's audience, and the Broker's filter delivers each with a token minted for
+the Trigger's OIDC service account, for the audience the Trigger names for its subscriber
+(``spec.subscriber.audience``: a Knative Service announces none). The function, the recorder
+built with pyfunc's ``oidc`` extra, requires that audience (``PYFUNC_OIDC_AUDIENCE``) and that
+sender (``PYFUNC_OIDC_ALLOWED_SUBJECTS``), and checks tokens against the keys of the cluster's own
+service-account issuer, which it discovers from inside its pod (no ``PYFUNC_OIDC_ISSUER``).
+
+Checked: an event through Broker and Trigger is accepted and recorded; through the ingress, a
+request with no token, with a token for another audience, and with a valid token from a service
+account not allowed are refused 401, 401 and 403 with bodies that name no cause; probes need none.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Optional
+
+import pytest
+import requests
+
+from cluster_e2e import (
+    NAMESPACE,
+    apply,
+    call,
+    kjson,
+    kubectl,
+    ready,
+    resource_ready,
+    service,
+    wait,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.timeout(1200)]
+
+NAME = "guarded"
+# Eventing's form of an audience, <group>/<kind>/<namespace>/<name> (knative/eventing pkg/auth).
+AUDIENCE = f"serving.knative.dev/service/{NAMESPACE}/{NAME}"
+ONE_POD = {"autoscaling.knative.dev/min-scale": "1", "autoscaling.knative.dev/max-scale": "1"}
+
+
+def _oidc(state: str) -> None:
+    kubectl("patch", "configmap", "config-features", "-n", "knative-eventing", "--type", "merge",
+            "-p", json.dumps({"data": {"authentication-oidc": state}}))
+
+
+def token(account: str, audience: str) -> str:
+    """A token of service account ``account`` (made if missing) for ``audience``, from the API server."""
+    kubectl("create", "serviceaccount", account, "-n", NAMESPACE, check=False)
+    return kubectl("create", "token", account, "-n", NAMESPACE, "--audience", audience,
+                   "--duration", "10m").stdout.strip()
+
+
+def bearer(value: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {value}"}
+
+
+def event_headers(event_id: str) -> dict[str, str]:
+    return {"ce-specversion": "1.0", "ce-id": event_id, "ce-source": "/e2e/oidc", "ce-type": "com.example.oidc",
+            "content-type": "application/json"}
+
+
+@pytest.fixture(scope="module")
+def guarded(guarded_image: str) -> dict[str, str]:
+    """Broker `authenticated` -> Trigger `to-guarded` (its subscriber's audience: AUDIENCE) -> the
+    recorder with verification on, allowing only the Trigger's OIDC identity."""
+    _oidc("enabled")
+    try:
+        env = {"PYFUNC_OIDC_AUDIENCE": AUDIENCE}
+        apply(service(NAME, guarded_image, env=env, annotations=ONE_POD))
+        ready(NAME)
+        apply({"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "metadata": {"name": "authenticated"}})
+        apply({"apiVersion": "eventing.knative.dev/v1", "kind": "Trigger", "metadata": {"name": "to-guarded"},
+               "spec": {"broker": "authenticated", "subscriber": {
+                   "ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": NAME},
+                   "audience": AUDIENCE}}})
+        trigger = resource_ready("trigger", "to-guarded")
+        sender = trigger["status"]["auth"]["serviceAccountName"]  # the Trigger's OIDC identity
+        # Only the Trigger may deliver, as an EventPolicy whose `from` is the Trigger would say.
+        env["PYFUNC_OIDC_ALLOWED_SUBJECTS"] = f"system:serviceaccount:{NAMESPACE}:{sender}"
+        apply(service(NAME, guarded_image, env=env, annotations=ONE_POD))
+        host = ready(NAME)
+        broker = resource_ready("broker", "authenticated")
+        # The broker's ingress from the host: its Service's cluster IP (kube-proxy's rules).
+        ip = kjson("get", "service", "broker-ingress", "-n", "knative-eventing")["spec"]["clusterIP"]
+        yield {"host": host, "sender": sender, "broker": f"http://{ip}/{NAMESPACE}/authenticated",
+               "broker_audience": broker["status"]["address"]["audience"]}
+    finally:
+        _oidc("disabled")
+        kubectl("delete", "trigger", "to-guarded", "-n", NAMESPACE, "--wait=false", check=False)
+        kubectl("delete", "ksvc", NAME, "-n", NAMESPACE, "--wait=false", check=False)
+
+
+def _refusal(response: requests.Response, status: int) -> dict:
+    assert response.status_code == status, (response.status_code, response.text[:300])
+    problem = response.json()
+    assert problem["status"] == status
+    return problem
+
+
+def test_an_event_through_the_broker_is_accepted(guarded: dict[str, str]) -> None:
+    event_id = f"through-broker-{uuid.uuid4().hex[:8]}"
+    producer = token("producer", guarded["broker_audience"])  # the Broker's ingress checks it too
+    sent = requests.post(guarded["broker"], data=b'{"n": 1}', headers={**event_headers(event_id), **bearer(producer)},
+                         timeout=30)
+    assert sent.status_code == 202, (sent.status_code, sent.text)
+    # Read back as the Trigger: a token of its identity, for the function's audience, is accepted.
+    as_trigger = bearer(token(guarded["sender"], AUDIENCE))
+
+    def recorded() -> Optional[dict]:
+        listing = call(guarded["host"], method="GET", headers=as_trigger, timeout=30)
+        assert listing.status_code == 200, (listing.status_code, listing.text[:300])
+        return next((r for r in listing.json()["events"] if r.get("id") == event_id), None)
+
+    record = wait("the event delivered through the Broker", recorded, timeout=180, every=2)
+    assert record["data"] == '{"n": 1}'
+
+
+def test_the_broker_refuses_an_event_without_a_token(guarded: dict[str, str]) -> None:
+    """Eventing's own check, on: what makes the accepted delivery above an authenticated one."""
+    sent = requests.post(guarded["broker"], data=b"{}", headers=event_headers("no-token-at-the-broker"), timeout=30)
+    assert sent.status_code == 401
+
+
+def test_a_request_without_a_token_is_401(guarded: dict[str, str]) -> None:
+    refused = call(guarded["host"], data=b"{}", headers=event_headers("no-token"))
+    problem = _refusal(refused, 401)
+    assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+    assert problem.get("reason") == "unauthenticated", problem
+
+
+def test_a_token_for_another_audience_is_401(guarded: dict[str, str]) -> None:
+    elsewhere = token("other-audience", f"serving.knative.dev/service/{NAMESPACE}/elsewhere")
+    refused = call(guarded["host"], data=b"{}", headers={**event_headers("wrong-audience"), **bearer(elsewhere)})
+    problem = _refusal(refused, 401)
+    # The same body whatever failed: nothing tells a forger which claim to change.
+    without = _refusal(call(guarded["host"], data=b"{}", headers=event_headers("no-token-2")), 401)
+    fields = ("type", "title", "status", "reason", "detail")
+    assert [problem.get(f) for f in fields] == [without.get(f) for f in fields]
+
+
+def test_a_valid_token_from_a_sender_not_allowed_is_403(guarded: dict[str, str]) -> None:
+    intruder = token("intruder", AUDIENCE)
+    refused = call(guarded["host"], data=b"{}", headers={**event_headers("not-allowed"), **bearer(intruder)})
+    problem = _refusal(refused, 403)
+    assert "intruder" not in json.dumps(problem)
+
+
+def test_probes_need_no_token(guarded: dict[str, str]) -> None:
+    for path in ("/health/liveness", "/health/readiness"):
+        answer = call(guarded["host"], method="GET", path=path, timeout=30)
+        assert answer.status_code == 200, (path, answer.status_code, answer.text[:200])
