@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import http.client
 import os
 import signal
@@ -18,19 +19,21 @@ from support import free_port, make_event, run_pyfunc, send, wait_until_up
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork") or not os.path.isdir("/proc"), reason="Linux")
 
 # A CPU-bound handler (a few ms of Python) that says which process answered. With X-Wait-For it
-# first marks that it started (a file per pid) and blocks until the test creates the flag file.
+# first marks that it started (a file per pid), then blocks on a shared lock of the named file
+# while the test holds it exclusively (a gate): blocked in the kernel, using no CPU, where threads
+# polling for a flag file every 10 ms kept a busy machine busier.
 PID_HANDLER = """
+import fcntl
 import os
 import pathlib
-import time
 
 HERE = pathlib.Path(__file__).parent
 
 def handler(body: bytes, headers):
     if headers.get("X-Wait-For"):
         (HERE / f"started-{os.getpid()}-{headers['X-Id']}").write_text("")
-        while not (HERE / headers["X-Wait-For"]).exists():
-            time.sleep(0.01)
+        with open(HERE / headers["X-Wait-For"], "rb") as gate:
+            fcntl.flock(gate, fcntl.LOCK_SH)
     total = 0
     for i in range(50000):
         total += i * i
@@ -102,8 +105,12 @@ def test_a_cpu_bound_handler_is_served_by_every_worker(serve):
 
 
 def test_sigterm_answers_every_in_flight_request_and_runs_stop_in_each_worker(serve):
-    server = serve(PID_HANDLER, env={"PYFUNC_WORKERS": "2", "PYFUNC_THREADS": "16"})
+    # As many threads as requests the loop below may send: none waits for the pool to grow
+    # (pool growth is test_pool's), whichever worker the kernel hands the connections to.
+    server = serve(PID_HANDLER, env={"PYFUNC_WORKERS": "2", "PYFUNC_THREADS": "64"})
     directory = server.directory
+    gate = (directory / "go").open("wb")
+    fcntl.flock(gate, fcntl.LOCK_EX)  # requests with X-Wait-For: go block until it is released
     workers = children(server.process.pid)
     answers: list[tuple[int, str]] = []
     lock = threading.Lock()
@@ -128,7 +135,7 @@ def test_sigterm_answers_every_in_flight_request_and_runs_stop_in_each_worker(se
     wait_for(lambda: server.logs().count("SIGTERM: draining") == 2, what="both workers to drain")
     with pytest.raises(OSError):  # no new connections while draining
         socket.create_connection(("127.0.0.1", server.port), timeout=5).close()
-    (directory / "go").write_text("")
+    gate.close()  # releases the lock: every blocked request goes on
     for thread in threads:
         thread.join(60)
     assert server.process.wait(60) == 0
