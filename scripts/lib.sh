@@ -39,6 +39,16 @@ py_tool() {
   echo "$dir/bin"
 }
 
+# pip_check_sdk2 VENV: `pip check` of a venv that holds cloudevents 2.x on purpose (.venv-sdk2,
+# .venv-asgi: func-python needs 2.x). pyfunc-invoker's own `cloudevents<2` (pyproject says why) is
+# the one conflict allowed; any other stops the caller with pip's words.
+pip_check_sdk2() {
+  local conflicts
+  conflicts="$("$1/bin/python" -m pip check 2>&1 |
+    grep -v '^pyfunc-invoker [^ ]* has requirement cloudevents[^ ]*, but you have cloudevents 2\.' || true)"
+  [ -z "$conflicts" ] || [ "$conflicts" = "No broken requirements found." ] || die "pip check in $1: $conflicts"
+}
+
 # hash_of PATH...: a short hash of the files under PATHs (of the repo), for the images' input labels.
 hash_of() { (cd "$REPO" && find "$@" -type f ! -path '*/__pycache__/*' ! -name '*.pyc' ! -path '*.egg-info/*' -print0 |
   sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16); }

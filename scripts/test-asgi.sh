@@ -6,12 +6,13 @@
 # requires). Usage: scripts/test-asgi.sh [pytest arguments] (default: tests/asgi).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 
 printf '==> .venv-asgi from scripts/locks/asgi.lock\n'
 [ -x .venv-asgi/bin/python ] || "${PYTHON:-python3}" -m venv .venv-asgi
 .venv-asgi/bin/python -m pip install -q --disable-pip-version-check --require-hashes -r scripts/locks/asgi.lock
 .venv-asgi/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
-.venv-asgi/bin/python -m pip check >/dev/null
+pip_check_sdk2 .venv-asgi
 
 [ "$#" -gt 0 ] || set -- -q -p no:cacheprovider tests/asgi
 printf '==> pytest in .venv-asgi: %s\n' "$*"

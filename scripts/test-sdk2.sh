@@ -10,6 +10,7 @@
 # pyfunc.testing. Not e2e (-m "not e2e" below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 
 version="$(sed -n 's/^cloudevents==\([0-9.]*\) .*/\1/p' scripts/locks/sdk2.lock)"
 printf '==> .venv-sdk2 with cloudevents==%s\n' "$version"
@@ -20,9 +21,7 @@ pip=(.venv-sdk2/bin/python -m pip install -q --disable-pip-version-check --requi
 .venv-sdk2/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 # pip check: consistent but for the one conflict this venv is made of (pyproject requires 1.x; a
 # user who installs 2.x over it gets the same warning, and pyfunc binds 2.x's types).
-conflicts="$(.venv-sdk2/bin/python -m pip check 2>&1 | grep -v '^pyfunc-invoker [^ ]* has requirement cloudevents[^ ]*, but you have cloudevents 2\.' || true)"
-[ -z "$conflicts" ] || [ "$conflicts" = "No broken requirements found." ] ||
-  { echo "error: pip check: $conflicts" >&2; exit 1; }
+pip_check_sdk2 .venv-sdk2
 installed="$(.venv-sdk2/bin/python -c 'from importlib.metadata import version; print(version("cloudevents"))')"
 [ "$installed" = "$version" ] || { echo "error: cloudevents $installed installed, not $version" >&2; exit 1; }
 
