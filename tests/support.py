@@ -77,13 +77,43 @@ class Running:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        """Signal the server and wait for it; SIGKILL (the fixtures' teardown) takes its workers
+        (PYFUNC_WORKERS) too. The kernel tells a worker its supervisor died with a SIGTERM, and
+        a worker drains that without a limit by default (Knative's SIGKILL bounds it): one left
+        with a handler stuck in a failed test would outlive the run and load the machine."""
         if self.process.poll() is None:
+            workers = children(self.process.pid) if sig == signal.SIGKILL else set()
             self.process.send_signal(sig)
+            for pid in workers:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
             return self.process.wait(5)
+
+
+def children(pid: int) -> set[int]:
+    """The live child processes of ``pid``, from /proc (empty where there is no /proc)."""
+    found = set()
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return found
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rpartition(")")[2].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.add(int(entry))
+    return found
 
 
 def wait_until_up(url: str, process: subprocess.Popen, log_path: Path, timeout: float = 20) -> None:

@@ -9,12 +9,11 @@ import signal
 import socket
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
-from support import free_port, make_event, run_pyfunc, send, wait_until_up
+from support import children, free_port, make_event, run_pyfunc, send, wait_until_up
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork") or not os.path.isdir("/proc"), reason="Linux")
 
@@ -42,22 +41,6 @@ def handler(body: bytes, headers):
 def stop():
     (HERE / f"stopped-{os.getpid()}").write_text("")
 """
-
-
-def children(pid: int) -> set[int]:
-    """The live child processes of ``pid``, from /proc."""
-    found = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rpartition(")")[2].split()
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.add(int(entry))
-    return found
 
 
 def get(port: int, path: str = "/", headers: dict | None = None) -> tuple[int, str]:
