@@ -18,7 +18,7 @@ waits while the app awaits. The app's ``send()`` messages are gathered on the lo
 buffer (waitress has read the whole body, within PYFUNC_MAX_BODY_SIZE, before the app runs),
 then waits for ``http.disconnect``. A client that hangs up cancels the app's task, as it cancels
 any pyfunc coroutine; so does ``PYFUNC_TIMEOUT`` until the response starts (a stream then runs
-until it ends or its client leaves). Lifespan (:class:`Lifespan`) runs through pyfunc's
+until it ends or its client leaves). Lifespan (pyfunc._lifespan) runs through pyfunc's
 ``start``/``stop`` hooks: startup before the port opens, shutdown after the drain.
 
 What the app does wrong never reaches the client as a traceback or half a response: an
@@ -39,14 +39,16 @@ import time
 
 from . import _logs as logs
 from ._app import CLIENT_CLOSED, LIVENESS_PATHS, METRICS_PATH, READINESS_PATHS, health_answer
-from ._async import AsyncRunner, release_parked, room_in
+from ._asgiscope import AsgiProtocolError, http_scope, status_line, wsgi_headers
+from ._async import AsyncRunner, release_parked, room_in, settle
 from ._carry import trace_id
 from ._config import Config
 from ._deferred import RESUMED, Deferred
 from ._discovery import LoadedFunction
-from ._errors import HandlerLoadError, InvocationTimeout, RequestError
+from ._errors import InvocationTimeout, RequestError
 from ._failures import Failures
 from ._invocation import Observer
+from ._lifespan import Lifespan
 from ._outcomes import outcome_of_status
 from ._responses import Response, problem
 
@@ -57,112 +59,17 @@ if TYPE_CHECKING:
     from ._deferred import MakeSink, Sink
     from ._types import Environ, StartResponse
 
-__all__ = ["AsgiApp", "Lifespan", "asgi_loaded"]
+__all__ = ["AsgiApp", "asgi_loaded"]
 
 logger = logging.getLogger("pyfunc")
 
 RECEIVE_CHUNK = 64 << 10  # bytes per http.request message
-ASGI_VERSION = {"version": "3.0", "spec_version": "2.3"}
-# PEP 3333 forbids these in a WSGI response (waitress asserts): the server frames the message itself.
-HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
-                        "trailers", "transfer-encoding", "upgrade"})
-LIFESPAN_SHUTDOWN_WAIT = 30.0
 # Where an AsgiCall is (``phase``).
 HEAD, BODY, STREAMING, COMPLETE = "head", "body", "streaming", "complete"
 
 
-class AsgiProtocolError(Exception):
-    """The app broke the ASGI HTTP protocol (a body before the start, a bad status or header)."""
-
-
 class ClientGone(OSError):
     """Raised by ``send()`` once the client has hung up (ASGI: an ``OSError``)."""
-
-
-# ---------------------------------------------------------------------- the request's scope
-
-
-def http_scope(environ: Environ, state: Optional[dict[str, Any]]) -> dict[str, Any]:
-    """The ASGI ``http`` scope of a waitress WSGI environ.
-
-    The path is the URL's, percent-decoded and read as UTF-8 as ASGI servers read it (WSGI
-    hands it over as Latin-1); ``raw_path`` is what the client sent. Header names are lower
-    case; waitress has joined repeated headers with commas, as WSGI requires.
-    """
-    path = environ.get("PATH_INFO", "")
-    try:
-        path = path.encode("latin-1").decode("utf-8")
-    except UnicodeError:
-        pass
-    uri = environ.get("REQUEST_URI") or ""
-    raw_path = uri.partition("?")[0] if uri.startswith("/") else environ.get("PATH_INFO", "")
-    headers: list[tuple[bytes, bytes]] = []
-    for key, value in environ.items():
-        if key.startswith("HTTP_"):
-            name = key[5:]
-        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-            name = key
-        else:
-            continue
-        headers.append((name.lower().replace("_", "-").encode("latin-1"), str(value).encode("latin-1")))
-    scope: dict[str, Any] = {
-        "type": "http",
-        "asgi": dict(ASGI_VERSION),
-        "http_version": environ.get("SERVER_PROTOCOL", "HTTP/1.1").partition("/")[2] or "1.1",
-        "method": environ["REQUEST_METHOD"],
-        "scheme": environ.get("wsgi.url_scheme", "http"),
-        "path": path,
-        "raw_path": raw_path.encode("latin-1", "replace"),
-        "query_string": environ.get("QUERY_STRING", "").encode("latin-1", "replace"),
-        "root_path": environ.get("SCRIPT_NAME", ""),
-        "headers": headers,
-        "client": _address(environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT")),
-        "server": _address(environ.get("SERVER_NAME"), environ.get("SERVER_PORT")),
-        "extensions": {},
-    }
-    if state is not None:
-        scope["state"] = dict(state)  # a shallow copy per request, as the lifespan spec says
-    return scope
-
-
-def _address(host: Optional[str], port: Optional[str]) -> Optional[tuple[str, int]]:
-    if not host:
-        return None
-    try:
-        return host, int(port or 0)
-    except ValueError:
-        return host, 0
-
-
-def _status_line(status: Any) -> str:
-    from http import HTTPStatus
-
-    if type(status) is not int or not 100 <= status <= 599:
-        raise AsgiProtocolError(f"http.response.start has status {status!r}, not an int from 100 to 599")
-    try:
-        return f"{status} {HTTPStatus(status).phrase}"
-    except ValueError:
-        return f"{status} Unknown"
-
-
-def _wsgi_headers(raw: Any) -> list[tuple[str, str]]:
-    """ASGI's ``[(bytes, bytes)]`` as WSGI's ``[(str, str)]``; refuses what would split the response."""
-    headers: list[tuple[str, str]] = []
-    for item in raw or ():
-        try:
-            name, value = item
-            name = name.decode("latin-1") if isinstance(name, (bytes, bytearray)) else name
-            value = value.decode("latin-1") if isinstance(value, (bytes, bytearray)) else value
-        except (TypeError, ValueError):
-            raise AsgiProtocolError(f"a response header is not a (name, value) pair of bytes: {item!r}") from None
-        if not isinstance(name, str) or not isinstance(value, str):
-            raise AsgiProtocolError(f"a response header is not a (name, value) pair of bytes: {item!r}")
-        if any(c in name for c in "\r\n:") or not name.strip() or "\r" in value or "\n" in value:
-            raise AsgiProtocolError(f"invalid response header {name!r}")
-        if name.lower() in HOP_BY_HOP:
-            continue  # the server frames the message (waitress sets Connection/Transfer-Encoding itself)
-        headers.append((name, value))
-    return headers
 
 
 # ---------------------------------------------------------------------- one request
@@ -297,9 +204,9 @@ class AsgiCall:
         if self.phase == HEAD:
             if kind != "http.response.start":
                 raise AsgiProtocolError(f"the app sent {kind!r} before http.response.start")
-            self.status_line = _status_line(message.get("status"))
+            self.status_line = status_line(message.get("status"))
             self.status = message["status"]
-            self.headers = _wsgi_headers(message.get("headers"))
+            self.headers = wsgi_headers(message.get("headers"))
             self.phase = BODY
             return
         if kind != "http.response.body":
@@ -315,7 +222,7 @@ class AsgiCall:
                 self.chunks.append(bytes(body))
             if not more:
                 self.phase = COMPLETE
-                _settle_future(self.disconnected, None)  # ASGI: receive() now says http.disconnect
+                settle(self.disconnected, None)  # ASGI: receive() now says http.disconnect
                 self._answer()
                 return
             if not body:
@@ -338,7 +245,7 @@ class AsgiCall:
                 await self._write(bytes(body))
             if not more:
                 self.phase = COMPLETE
-                _settle_future(self.disconnected, None)
+                settle(self.disconnected, None)
                 self._end_stream()
             return
         raise RuntimeError("the app sent http.response.body after the response was complete")
@@ -501,101 +408,6 @@ class QueueSink:
             if call.phase != COMPLETE or self.error is not None:
                 self.closed = True
                 call.cancel()
-
-
-# ---------------------------------------------------------------------- lifespan
-
-
-class Lifespan:
-    """The ASGI lifespan protocol, run on pyfunc's event loop: startup before the port opens,
-    shutdown after the drain (through the ``start``/``stop`` hooks, :func:`asgi_loaded`).
-
-    An app that does not speak it (it raises, or returns, before answering ``lifespan.startup``)
-    is served without it, as uvicorn's default ("auto") does; ``lifespan.startup.failed`` is a
-    startup error.
-    """
-
-    UNSUPPORTED = "unsupported"
-
-    def __init__(self, app: Any, runner: AsyncRunner, name: str) -> None:
-        self.app = app
-        self.runner = runner
-        self.name = name
-        self.state: dict[str, Any] = {}
-        self.supported = False
-        self._queue: Any = None
-        self._started: Any = None
-        self._stopped: Any = None
-
-    def startup(self) -> None:
-        outcome = self.runner.run(self._startup(), None)
-        if outcome == self.UNSUPPORTED:
-            logger.info("%s does not speak the ASGI lifespan protocol; served without it", self.name)
-            return
-        if outcome is not None:
-            raise HandlerLoadError(f"the app's lifespan startup failed: {outcome}")
-        self.supported = True
-
-    def shutdown(self) -> None:
-        if not self.supported:
-            return
-        try:
-            outcome = self.runner.run(self._shutdown(), LIFESPAN_SHUTDOWN_WAIT)
-        except InvocationTimeout:
-            logger.error("the app's lifespan shutdown did not finish within %ss", LIFESPAN_SHUTDOWN_WAIT)
-            return
-        if outcome is not None:
-            logger.error("the app's lifespan shutdown failed: %s", outcome)
-
-    async def _startup(self) -> Any:
-        import asyncio
-
-        loop = asyncio.get_running_loop()
-        self._queue = asyncio.Queue()
-        self._started, self._stopped = loop.create_future(), loop.create_future()
-        scope = {"type": "lifespan", "asgi": dict(ASGI_VERSION), "state": self.state}
-        task = loop.create_task(self._main(scope))
-        self._queue.put_nowait({"type": "lifespan.startup"})
-        task.add_done_callback(lambda _: None)
-        return await self._started
-
-    async def _main(self, scope: dict[str, Any]) -> None:
-        try:
-            await self.app(scope, self._queue.get, self._send)
-        except BaseException as exc:  # noqa: B036 - any way out of the app ends the protocol
-            if not self._started.done():
-                logger.debug("lifespan: the app raised %s before answering startup", type(exc).__name__)
-                self._started.set_result(self.UNSUPPORTED)
-            elif not self._stopped.done():
-                logger.error("the app raised during its lifespan", exc_info=exc)
-                self._stopped.set_result(f"{type(exc).__name__}: {exc}")
-            if not isinstance(exc, Exception):
-                raise
-        finally:
-            if not self._started.done():
-                self._started.set_result(self.UNSUPPORTED)
-            if not self._stopped.done():
-                self._stopped.set_result(None)
-
-    async def _send(self, message: dict[str, Any]) -> None:
-        kind = message.get("type")
-        if kind == "lifespan.startup.complete":
-            _settle_future(self._started, None)
-        elif kind == "lifespan.startup.failed":
-            _settle_future(self._started, str(message.get("message") or "lifespan.startup.failed"))
-        elif kind == "lifespan.shutdown.complete":
-            _settle_future(self._stopped, None)
-        elif kind == "lifespan.shutdown.failed":
-            _settle_future(self._stopped, str(message.get("message") or "lifespan.shutdown.failed"))
-
-    async def _shutdown(self) -> Any:
-        self._queue.put_nowait({"type": "lifespan.shutdown"})
-        return await self._stopped
-
-
-def _settle_future(future: Any, value: Any) -> None:
-    if future is not None and not future.done():
-        future.set_result(value)
 
 
 # ---------------------------------------------------------------------- the WSGI app

@@ -172,6 +172,12 @@ class CallRunner:
                 self._idle += 1
 
 
+def settle(future: Any, value: Any) -> None:
+    """Give an asyncio future its result unless it has one (or there is none yet); on the loop."""
+    if future is not None and not future.done():
+        future.set_result(value)
+
+
 def release_parked(request: Any) -> None:
     """What a request parked off its worker (an AsyncInvocation, an ASGI app's AsgiCall) gives
     back once it is over: its ``PYFUNC_MAX_CONCURRENCY`` slot (``slots``) and its place in the
