@@ -51,6 +51,7 @@ MAX_DOCUMENT = 1 << 20  # bytes of a discovery document or JWKS read at most
 VERIFIED_TOKENS = 1024  # tokens remembered as verified (each sender has one at a time)
 RETRY_AFTER = "5"  # a 503 while no keys can be fetched: Knative retries the delivery
 SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+ACCEPT = "application/json, application/jwk-set+json"
 IN_CLUSTER_API = "https://kubernetes.default.svc"  # when KUBERNETES_SERVICE_HOST is not set
 EXTRA = "pip install 'pyfunc-invoker[oidc]'"
 
@@ -349,7 +350,9 @@ class _KeySource:
         if parts.scheme != "https" and not (parts.scheme == "http" and parts.hostname in ("127.0.0.1", "::1",
                                                                                          "localhost")):
             raise KeysUnavailable(f"refusing to fetch keys over {parts.scheme or 'no scheme'}: {url}")
-        request = urllib.request.Request(url, headers={"Accept": "application/json"})
+        # The discovery document is application/json, a key set application/jwk-set+json (RFC 7517
+        # §8.5); Kubernetes' API server answers 406 to a key set request that accepts only the first.
+        request = urllib.request.Request(url, headers={"Accept": ACCEPT})
         context = None
         if parts.scheme == "https":
             context = ssl.create_default_context()

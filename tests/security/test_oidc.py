@@ -430,11 +430,18 @@ def test_without_an_issuer_the_clusters_is_discovered_with_the_pods_own_access(t
                 return
             if self.path == "/.well-known/openid-configuration":
                 # The real API server names itself by its advertised address, which pods may not reach.
-                document = {"issuer": ISSUER, "jwks_uri": "https://192.0.2.1:6443/openid/v1/jwks"}
+                document, produces = {"issuer": ISSUER, "jwks_uri": "https://192.0.2.1:6443/openid/v1/jwks"}, \
+                    "application/json"
             elif self.path == "/openid/v1/jwks":
-                document = {"keys": [rsa_key.jwk]}
+                document, produces = {"keys": [rsa_key.jwk]}, "application/jwk-set+json"
             else:
                 self.send_response(404)
+                self.end_headers()
+                return
+            # As Kubernetes' API server (go-restful's Produces): 406 unless Accept names the type.
+            accepted = {part.split(";")[0].strip() for part in self.headers.get("Accept", "*/*").split(",")}
+            if not accepted & {produces, "*/*"}:
+                self.send_response(406)
                 self.end_headers()
                 return
             body = json.dumps(document).encode()
