@@ -1,23 +1,23 @@
 """Authenticated delivery on the real cluster (issue 25): Knative Eventing's OIDC tokens, verified by pyfunc.
 
-With Eventing's ``authentication-oidc`` feature on, a Broker's ingress takes only events with a
-token for the Broker's audience, and the Broker's filter delivers each with a token minted for
-the Trigger's OIDC service account, for the audience the Trigger names for its subscriber
-(``spec.subscriber.audience``: a Knative Service announces none). The function, the recorder
-built with pyfunc's ``oidc`` extra, requires that audience (``PYFUNC_OIDC_AUDIENCE``) and that
-sender (``PYFUNC_OIDC_ALLOWED_SUBJECTS``), and checks tokens against the keys of the cluster's own
+With Eventing's ``authentication-oidc`` feature on, Eventing's senders present a token minted for
+their OIDC service account, for the audience their sink names (``sink.audience``,
+``spec.subscriber.audience``: a Knative Service announces none). The function, the recorder built
+with pyfunc's ``oidc`` extra, requires that audience (``PYFUNC_OIDC_AUDIENCE``) and those senders
+(``PYFUNC_OIDC_ALLOWED_SUBJECTS``), and checks tokens against the keys of the cluster's own
 service-account issuer, which it discovers from inside its pod (no ``PYFUNC_OIDC_ISSUER``).
 
-Checked: an event through Broker and Trigger is accepted and recorded; through the ingress, a
-request with no token, with a token for another audience, and with a valid token from a service
-account not allowed are refused 401, 401 and 403 with bodies that name no cause; probes need none.
+Checked: a PingSource's events are accepted and recorded; through the ingress, a request with no
+token, with a token for another audience, and with a valid token from a service account not
+allowed are refused 401, 401 and 403 with bodies that name no cause; probes need none. Delivery
+through a Broker and Trigger is expected to fail on the pinned Eventing (see its xfail): the
+Broker's ingress checks the producer's token, then its in-memory channel answers 500.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from typing import Optional
 
 import pytest
 import requests
@@ -77,10 +77,16 @@ def guarded(guarded_image: str) -> dict[str, str]:
                "spec": {"broker": "authenticated", "subscriber": {
                    "ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": NAME},
                    "audience": AUDIENCE}}})
+        apply({"apiVersion": "sources.knative.dev/v1", "kind": "PingSource", "metadata": {"name": "oidc-ping"},
+               "spec": {"schedule": "* * * * *", "contentType": "application/json", "data": '{"ping": "oidc"}',
+                        "sink": {"ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": NAME},
+                                 "audience": AUDIENCE}}})
         trigger = resource_ready("trigger", "to-guarded")
         sender = trigger["status"]["auth"]["serviceAccountName"]  # the Trigger's OIDC identity
-        # Only the Trigger may deliver, as an EventPolicy whose `from` is the Trigger would say.
-        env["PYFUNC_OIDC_ALLOWED_SUBJECTS"] = f"system:serviceaccount:{NAMESPACE}:{sender}"
+        pinger = resource_ready("pingsource", "oidc-ping")["status"]["auth"]["serviceAccountName"]
+        # Only these two may deliver, as an EventPolicy whose `from` names them would say.
+        env["PYFUNC_OIDC_ALLOWED_SUBJECTS"] = ",".join(f"system:serviceaccount:{NAMESPACE}:{account}"
+                                                       for account in (sender, pinger))
         apply(service(NAME, guarded_image, env=env, annotations=ONE_POD))
         host = ready(NAME)
         broker = resource_ready("broker", "authenticated")
@@ -90,32 +96,51 @@ def guarded(guarded_image: str) -> dict[str, str]:
                "broker_audience": broker["status"]["address"]["audience"]}
     finally:
         _oidc("disabled")
+        kubectl("delete", "pingsource", "oidc-ping", "-n", NAMESPACE, "--wait=false", check=False)
         kubectl("delete", "trigger", "to-guarded", "-n", NAMESPACE, "--wait=false", check=False)
         kubectl("delete", "ksvc", NAME, "-n", NAMESPACE, "--wait=false", check=False)
 
 
+def function_log(lines: int = 30) -> str:
+    """The function's own log (its refusals say why there), for a failure's message."""
+    return kubectl("logs", "-n", NAMESPACE, "-l", f"serving.knative.dev/service={NAME}", "--all-containers",
+                   "--tail", str(lines), check=False).stdout
+
+
 def _refusal(response: requests.Response, status: int) -> dict:
-    assert response.status_code == status, (response.status_code, response.text[:300])
+    assert response.status_code == status, (response.status_code, response.text[:300], function_log())
     problem = response.json()
     assert problem["status"] == status
     return problem
 
 
+def records(guarded: dict[str, str]) -> list[dict]:
+    """What the function recorded, read as the Trigger: its identity's token, for the function's audience."""
+    listing = call(guarded["host"], method="GET", headers=bearer(token(guarded["sender"], AUDIENCE)), timeout=30)
+    assert listing.status_code == 200, (listing.status_code, listing.text[:300], function_log())
+    return listing.json()["events"]
+
+
+def test_a_pingsource_delivers_with_its_token(guarded: dict[str, str]) -> None:
+    """Eventing's PingSource sends each event with a token of its OIDC identity for the sink's
+    audience; the function verifies it against the cluster's keys and records the event."""
+    record = wait("the PingSource's event, accepted", lambda: next(
+        (r for r in records(guarded) if r.get("type") == "dev.knative.sources.ping"), None), timeout=240, every=3)
+    assert json.loads(record["data"]) == {"ping": "oidc"}
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "Knative Eventing v0.44.0's in-memory channel answers 500 with authentication-oidc on: its dispatcher "
+    "looks the Broker's channel up by the channel's Service name (<channel>-kn-channel, 'not found') and the "
+    "channel stays EventPoliciesNotReady. Strict: this fails the run once a pinned Eventing delivers it."))
 def test_an_event_through_the_broker_is_accepted(guarded: dict[str, str]) -> None:
     event_id = f"through-broker-{uuid.uuid4().hex[:8]}"
     producer = token("producer", guarded["broker_audience"])  # the Broker's ingress checks it too
     sent = requests.post(guarded["broker"], data=b'{"n": 1}', headers={**event_headers(event_id), **bearer(producer)},
                          timeout=30)
     assert sent.status_code == 202, (sent.status_code, sent.text)
-    # Read back as the Trigger: a token of its identity, for the function's audience, is accepted.
-    as_trigger = bearer(token(guarded["sender"], AUDIENCE))
-
-    def recorded() -> Optional[dict]:
-        listing = call(guarded["host"], method="GET", headers=as_trigger, timeout=30)
-        assert listing.status_code == 200, (listing.status_code, listing.text[:300])
-        return next((r for r in listing.json()["events"] if r.get("id") == event_id), None)
-
-    record = wait("the event delivered through the Broker", recorded, timeout=180, every=2)
+    record = wait("the event delivered through the Broker", lambda: next(
+        (r for r in records(guarded) if r.get("id") == event_id), None), timeout=180, every=2)
     assert record["data"] == '{"n": 1}'
 
 
