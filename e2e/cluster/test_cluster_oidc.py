@@ -65,8 +65,8 @@ def event_headers(event_id: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def guarded(guarded_image: str) -> dict[str, str]:
-    """Broker `authenticated` -> Trigger `to-guarded` (its subscriber's audience: AUDIENCE) -> the
-    recorder with verification on, allowing only the Trigger's OIDC identity."""
+    """The recorder with verification on, fed by PingSource `oidc-ping` and by Broker `authenticated`
+    through Trigger `to-guarded` (both naming AUDIENCE), allowing only their two OIDC identities."""
     _oidc("enabled")
     try:
         env = {"PYFUNC_OIDC_AUDIENCE": AUDIENCE}
