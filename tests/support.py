@@ -36,6 +36,29 @@ except ImportError:  # cloudevents 2.x (scripts/test-sdk2.sh): the same 1.x API,
 import socket
 from typing import Any
 
+# The top of a handler.py whose spans a test reads back: ``start()`` installs an SDK tracer provider
+# with an in-memory exporter (pyfunc then traces into it), ``stop()`` writes the finished spans to
+# spans.json beside the handler, so a real server process and a real SIGTERM are all it takes.
+SPANS_TO_FILE = """
+import json, pathlib
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+HERE = pathlib.Path(__file__).parent
+EXPORTER = InMemorySpanExporter()
+
+def start(cfg):
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(EXPORTER))
+    trace.set_tracer_provider(provider)
+
+def stop():
+    spans = [json.loads(span.to_json()) for span in EXPORTER.get_finished_spans()]
+    (HERE / "spans.json").write_text(json.dumps(spans))
+"""
+
 
 def free_port() -> int:
     """An unused TCP port on loopback."""

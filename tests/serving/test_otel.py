@@ -14,7 +14,7 @@ import signal
 import pytest
 import requests
 
-from support import make_event, send
+from support import SPANS_TO_FILE, make_event, send
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_SPAN = "00f067aa0ba902b7"
@@ -23,25 +23,7 @@ CREATED_TRACE = "0af7651916cd43dd8448eb211c80319c"
 CREATED_SPAN = "b7ad6b7169203331"
 CREATED = f"00-{CREATED_TRACE}-{CREATED_SPAN}-01"
 
-IN_MEMORY = """
-import json, pathlib
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-HERE = pathlib.Path(__file__).parent
-EXPORTER = InMemorySpanExporter()
-
-def start(cfg):
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(EXPORTER))
-    trace.set_tracer_provider(provider)
-
-def stop():
-    spans = [json.loads(span.to_json()) for span in EXPORTER.get_finished_spans()]
-    (HERE / "spans.json").write_text(json.dumps(spans))
-
+IN_MEMORY = SPANS_TO_FILE + """
 def handler(event):
     with trace.get_tracer("user").start_as_current_span("user work"):
         if event.data == "fail":

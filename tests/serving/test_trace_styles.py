@@ -2,8 +2,8 @@
 the access line, the handler's log context, the OpenTelemetry span and the reply event all name
 the same trace, whichever style the request came with.
 
-One real server, traced with an in-memory OpenTelemetry exporter its ``start()`` installs (as
-tests/serving/test_otel.py), JSON logs; its spans are read back after a real SIGTERM.
+One real server, traced with an in-memory OpenTelemetry exporter its ``start()`` installs
+(support.SPANS_TO_FILE), JSON logs; its spans are read back after a real SIGTERM.
 """
 
 from __future__ import annotations
@@ -13,30 +13,14 @@ import signal
 
 import pytest
 
-from support import from_http, make_event, send
+from support import SPANS_TO_FILE, from_http, make_event, send
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN = "00f067aa0ba902b7"
 SHORT_TRACE = "a3ce929d0e0e4736"  # a 64-bit B3 trace id
 
-TRACED = """
-import json, logging, pathlib
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-HERE = pathlib.Path(__file__).parent
-EXPORTER = InMemorySpanExporter()
-
-def start(cfg):
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(EXPORTER))
-    trace.set_tracer_provider(provider)
-
-def stop():
-    spans = [json.loads(span.to_json()) for span in EXPORTER.get_finished_spans()]
-    (HERE / "spans.json").write_text(json.dumps(spans))
+TRACED = SPANS_TO_FILE + """
+import logging
 
 def handler(event):
     logging.getLogger("user").info("handling %s", event["id"])
