@@ -162,7 +162,7 @@ pause() {
 
 SERVING_CMDS=(cmd/controller cmd/webhook cmd/activator cmd/autoscaler cmd/queue)
 EVENTING_CMDS=(cmd/controller cmd/webhook cmd/in_memory/channel_controller cmd/in_memory/channel_dispatcher
-  cmd/mtchannel_broker cmd/broker/filter cmd/broker/ingress cmd/mtping)
+  cmd/mtchannel_broker cmd/broker/filter cmd/broker/ingress cmd/mtping cmd/requestreply)
 
 serving() { knative knative.dev/serving "v$KNATIVE_SERVING_VERSION" serving "${SERVING_CMDS[@]}"; }
 eventing() { knative knative.dev/eventing "v$KNATIVE_EVENTING_VERSION" eventing "${EVENTING_CMDS[@]}"; }

@@ -217,7 +217,7 @@ import_images() {
   for name in controller webhook activator autoscaler queue; do
     specs+=("$IMG/serving-$name:v$KNATIVE_SERVING_VERSION|/ko-app/$name|serving-$name|65532")
   done
-  for name in controller webhook channel_controller channel_dispatcher mtchannel_broker filter ingress mtping; do
+  for name in controller webhook channel_controller channel_dispatcher mtchannel_broker filter ingress mtping requestreply; do
     specs+=("$IMG/eventing-$name:v$KNATIVE_EVENTING_VERSION|/ko-app/$name|eventing-$name|65532")
   done
   for spec in "${specs[@]}"; do

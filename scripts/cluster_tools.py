@@ -8,7 +8,10 @@
         Knative's release YAML for this cluster: `ko://knative.dev/<repo>/cmd/<path>` images become
         IMAGE_PREFIX/<repo>-<basename>:TAG (the images made above), and CPU requests shrink to 10m so
         that the whole control plane fits on a 2-core node next to the functions under test (limits
-        stay as Knative ships them).
+        stay as Knative ships them). A ConfigMap that a container's env names but no file defines
+        (Eventing's image lists for its integrations and transformations, shipped from other
+        repositories) is added with each key set to an image that cannot exist
+        (`not-installed.invalid/KEY`): the pods start, and only those unused features would fail.
 """
 
 from __future__ import annotations
@@ -93,7 +96,29 @@ def manifests(prefix: str, tag: str, files: list[Path]) -> str:
                 line = line[:indent] + "cpu: 10m"
             out.append(line)
         docs.append(f"# {path.name}\n" + "\n".join(out).strip("-\n "))
-    return "\n---\n".join(docs) + "\n"
+    text = "\n---\n".join(docs) + "\n"
+    return text + "".join(f"---\n{json.dumps(cm)}\n" for cm in _missing_configmaps(text))
+
+
+def _missing_configmaps(text: str) -> list[dict]:
+    """ConfigMaps that env ``configMapKeyRef``s name and no document defines, with stand-in values."""
+    import yaml  # python3-yaml: scripts/cluster.sh installs it (need_packages)
+
+    docs = [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
+    defined = {(d["metadata"].get("namespace"), d["metadata"]["name"]) for d in docs if d.get("kind") == "ConfigMap"}
+    wanted: dict[tuple[str, str], set[str]] = {}
+    for doc in docs:
+        pod = doc.get("spec", {}).get("template", {}).get("spec", {}) if doc.get("kind") in (
+            "Deployment", "StatefulSet", "DaemonSet") else {}
+        for container in pod.get("containers", []) + pod.get("initContainers", []):
+            for env in container.get("env", []):
+                ref = env.get("valueFrom", {}).get("configMapKeyRef")
+                if ref and not ref.get("optional"):
+                    key = (doc["metadata"].get("namespace"), ref["name"])
+                    wanted.setdefault(key, set()).add(ref["key"])
+    return [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace},
+             "data": {k: f"not-installed.invalid/{k}" for k in sorted(keys)}}
+            for (namespace, name), keys in sorted(wanted.items()) if (namespace, name) not in defined]
 
 
 def main(argv: list[str]) -> int:

@@ -1,8 +1,9 @@
-"""pyfunc under Knative Eventing v0.44.0 on the real cluster: a Broker (MT channel-based, in-memory
-channel) and Triggers with attribute filters deliver to pyfunc functions; a reply goes back into
-the Broker and on to a second function; pyfunc.Drop is dead-lettered, pyfunc.Retry retried; a
-redelivery to another pod is deduplicated through Redis (PYFUNC_DEDUPE=redis://); a PingSource
-delivers to a function.
+"""pyfunc under Knative Eventing (scripts/versions.env) on the real cluster: a Broker (MT
+channel-based, in-memory channel) and Triggers with attribute filters deliver to pyfunc functions;
+a reply goes back into the Broker and on to a second function; pyfunc.Drop is dead-lettered,
+pyfunc.Retry retried; a redelivery to another pod is deduplicated through Redis
+(PYFUNC_DEDUPE=redis://); a PingSource delivers to a function; Eventing's RequestReply answers an
+HTTP request with the function's reply, which pyfunc correlates.
 """
 
 from __future__ import annotations
@@ -146,3 +147,30 @@ def test_pingsource_delivers_to_a_function(recorder: str) -> None:
     resource_ready("pingsource", "ping")
     got = _find(recorder, lambda r: r.get("type") == "dev.knative.sources.ping")
     assert json.loads(got["data"]) == {"ping": "e2e"}
+
+
+def test_request_reply_answers_with_the_function_s_reply(broker: str) -> None:
+    """Eventing's RequestReply (v1alpha1) stamps the request with ``correlationid``, sends it into the
+    Broker and holds the HTTP request until an event whose ``replyid`` matches comes back. The events
+    function knows nothing of it: pyfunc carries the correlation onto the reply (pyfunc/_carry.py)."""
+    apply({"apiVersion": "eventing.knative.dev/v1alpha1", "kind": "RequestReply", "metadata": {"name": "ask"},
+           "spec": {"brokerRef": {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "default"}}})
+    resource_ready("requestreply", "ask")
+    ip = kjson("get", "service", "request-reply", "-n", "knative-eventing")["spec"]["clusterIP"]
+
+    def ask() -> requests.Response | None:
+        event_id = f"ask-{uuid.uuid4().hex[:8]}"
+        r = requests.post(f"http://{ip}/{NAMESPACE}/ask", data=json.dumps({"n": 7}), timeout=40, headers={
+            "ce-specversion": "1.0", "ce-id": event_id, "ce-source": "/e2e/cluster", "ce-type": "e2e.hello",
+            "ce-e2etarget": "events", "content-type": "application/json"})
+        # 500 until the data plane has read the RequestReply's key, which the controller makes on demand.
+        return r if r.status_code != 500 else None
+
+    answer = wait("RequestReply's answer", ask, timeout=300, every=3)
+    assert answer.status_code == 200, (answer.status_code, answer.text)
+    asked = json.loads(answer.content)["id"]
+    assert answer.headers["ce-type"] == "e2e.reply" and answer.headers["ce-source"] == "/events"
+    assert json.loads(answer.content) == {"id": asked, "received": {"n": 7}}
+    assert answer.headers["ce-id"] != asked, "the reply reuses the request's id"
+    # <request id>:<the id sealed with the RequestReply's key>:<data-plane replica> (pkg/requestreply)
+    assert answer.headers["ce-replyid"].startswith(f"{asked}:"), answer.headers

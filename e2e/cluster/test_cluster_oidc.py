@@ -7,11 +7,11 @@ with pyfunc's ``oidc`` extra, requires that audience (``PYFUNC_OIDC_AUDIENCE``) 
 (``PYFUNC_OIDC_ALLOWED_SUBJECTS``), and checks tokens against the keys of the cluster's own
 service-account issuer, which it discovers from inside its pod (no ``PYFUNC_OIDC_ISSUER``).
 
-Checked: a PingSource's events are accepted and recorded; through the ingress, a request with no
-token, with a token for another audience, and with a valid token from a service account not
-allowed are refused 401, 401 and 403 with bodies that name no cause; probes need none. Delivery
-through a Broker and Trigger is expected to fail on the pinned Eventing (see its xfail): the
-Broker's ingress checks the producer's token, then its in-memory channel answers 500.
+Checked: a PingSource's events are accepted and recorded; an event sent to a Broker (whose ingress
+checks the producer's token) reaches the function through a Trigger, with the Trigger's token;
+through the ingress, a request with no token, with a token for another audience, and with a valid
+token from a service account not allowed are refused 401, 401 and 403 with bodies that name no
+cause; probes need none.
 """
 
 from __future__ import annotations
@@ -129,11 +129,9 @@ def test_a_pingsource_delivers_with_its_token(guarded: dict[str, str]) -> None:
     assert json.loads(record["data"]) == {"ping": "oidc"}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Knative Eventing v0.44.0's in-memory channel answers 500 with authentication-oidc on: its dispatcher "
-    "looks the Broker's channel up by the channel's Service name (<channel>-kn-channel, 'not found') and the "
-    "channel stays EventPoliciesNotReady. Strict: this fails the run once a pinned Eventing delivers it."))
 def test_an_event_through_the_broker_is_accepted(guarded: dict[str, str]) -> None:
+    """Producer -> Broker ingress (checks the producer's token) -> in-memory channel (checks the
+    ingress's) -> Broker filter -> the function, with the Trigger's token for AUDIENCE."""
     event_id = f"through-broker-{uuid.uuid4().hex[:8]}"
     producer = token("producer", guarded["broker_audience"])  # the Broker's ingress checks it too
     sent = requests.post(guarded["broker"], data=b'{"n": 1}', headers={**event_headers(event_id), **bearer(producer)},
