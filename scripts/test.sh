@@ -46,7 +46,9 @@ if [ "${PYFUNC_SKIP_E2E:-0}" != 1 ]; then
 fi
 if [ "$CLUSTER" = 1 ]; then
   step "In the background: the cluster's binaries (scripts/cluster-build.sh: Kubernetes, etcd, CoreDNS, Knative, Traefik)"
-  background cluster-build scripts/cluster-build.sh
+  # Its exit status also goes to a file, for the job that brings the cluster up once it is built.
+  rm -f "$CACHE/ci-cluster-build.rc"
+  background cluster-build sh -c 'scripts/cluster-build.sh; rc=$?; echo "$rc" >"$1"; exit "$rc"' _ "$CACHE/ci-cluster-build.rc"
 fi
 
 step "Python venv (.venv) with pyfunc and its test dependencies, from scripts/locks/test.lock"
@@ -86,18 +88,25 @@ scripts/test-pythons.sh
 # shellcheck source=lib.sh
 source scripts/lib.sh
 step() { printf '==> [%dm%02ds] %s\n' $(((SECONDS - START) / 60)) $(((SECONDS - START) % 60)) "$*"; }  # lib.sh's has no time
-# cluster_up: the cluster built (background) and brought up in the background (its own log).
+# cluster_up: in the background, the cluster brought up as soon as its binaries are built (its own
+# log). Cold, the Go builds outlast the Python suites: the container e2e runs meanwhile, not after.
 cluster_up() {
   [ "$CLUSTER" = 1 ] || return 0
-  step "The cluster's binaries (background)"
-  await cluster-build
   CLUSTER_STARTED=1
-  background cluster-up scripts/cluster.sh up
+  background cluster-up sh -c 'while [ ! -f "$1" ]; do sleep 5; done; [ "$(cat "$1")" = 0 ] || exit 1
+    exec scripts/cluster.sh up' _ "$CACHE/ci-cluster-build.rc"
+}
+# cluster_ready: wait for both (a failed build is reported with its own log).
+cluster_ready() {
+  step "The cluster's binaries (scripts/cluster-build.sh, background)"
+  await cluster-build
+  step "The cluster up (scripts/cluster.sh up, background)"
+  await cluster-up
 }
 if [ "$#" -gt 0 ]; then  # a selection: one pytest run, once everything is there
   await knative
   cluster_up
-  [ "$CLUSTER" = 0 ] || { step "The cluster up (scripts/cluster.sh up)"; await cluster-up; }
+  [ "$CLUSTER" = 0 ] || cluster_ready
   step "pytest $*"
   exec .venv/bin/python -m pytest "$@"
 fi
@@ -111,8 +120,7 @@ cluster_up
 step "pytest (e2e, not the cluster)"
 .venv/bin/python -m pytest -m "e2e and not cluster" || status=$((status ? status : $?))
 if [ "$CLUSTER" = 1 ]; then
-  step "The cluster up (scripts/cluster.sh up, background)"
-  await cluster-up
+  cluster_ready
   step "pytest (cluster: e2e/cluster on scripts/cluster.sh's Kubernetes + Knative)"
   .venv/bin/python -m pytest -m cluster || status=$((status ? status : $?))
   step "The cluster down (scripts/cluster.sh down)"
