@@ -9,9 +9,9 @@ service-account issuer, which it discovers from inside its pod (no ``PYFUNC_OIDC
 
 Checked: a PingSource's events are accepted and recorded; an event sent to a Broker (whose ingress
 checks the producer's token) reaches the function through a Trigger, with the Trigger's token;
-through the ingress, a request with no token, with a token for another audience, and with a valid
-token from a service account not allowed are refused 401, 401 and 403 with bodies that name no
-cause; probes need none.
+through the ingress and from another pod (the function's cluster-local address), a request with no
+token, with a token for another audience, and with a valid token from a service account not allowed
+are refused 401, 401 and 403, with bodies that name no cause; probes need none.
 """
 
 from __future__ import annotations
@@ -170,6 +170,52 @@ def test_a_valid_token_from_a_sender_not_allowed_is_403(guarded: dict[str, str])
     refused = call(guarded["host"], data=b"{}", headers={**event_headers("not-allowed"), **bearer(intruder)})
     problem = _refusal(refused, 403)
     assert "intruder" not in json.dumps(problem)
+
+
+# Run in a pod of the function's own image (its Python, the standard library only): what any
+# workload in the cluster could send to the function's cluster-local address.
+FROM_A_POD = """
+import json, os, urllib.error, urllib.request
+answers = {}
+for case in ("no-token", "other-audience", "not-allowed"):
+    headers = {"ce-specversion": "1.0", "ce-id": "from-a-pod-" + case, "ce-source": "/e2e/pod",
+               "ce-type": "com.example.oidc", "content-type": "application/json"}
+    token = os.environ.get("TOKEN_" + case.upper().replace("-", "_"))
+    if token:
+        headers["Authorization"] = "Bearer " + token
+    try:
+        with urllib.request.urlopen(urllib.request.Request(os.environ["TARGET"], data=b"{}", headers=headers),
+                                    timeout=60) as answer:
+            answers[case] = answer.status
+    except urllib.error.HTTPError as refused:
+        answers[case] = refused.code
+print(json.dumps(answers))
+"""
+
+
+def test_requests_from_another_pod_are_refused(guarded: dict[str, str], guarded_image: str) -> None:
+    """Inside the cluster, past the ingress: a pod calls the function's cluster-local address with no
+    token, a token for another audience, and a valid token of a service account not allowed."""
+    target = kjson("get", "ksvc", NAME, "-n", NAMESPACE)["status"]["address"]["url"]
+    env = {"TARGET": target,
+           "TOKEN_OTHER_AUDIENCE": token("other-audience", f"serving.knative.dev/service/{NAMESPACE}/elsewhere"),
+           "TOKEN_NOT_ALLOWED": token("intruder", AUDIENCE)}
+    apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "caller"}, "spec": {
+        "restartPolicy": "Never", "containers": [{
+            "name": "caller", "image": guarded_image, "imagePullPolicy": "IfNotPresent",
+            "command": ["/usr/bin/python3", "-c", FROM_A_POD],
+            "env": [{"name": k, "value": v} for k, v in env.items()]}]}})
+    def finished() -> str | None:
+        phase = kjson("get", "pod", "caller", "-n", NAMESPACE)["status"].get("phase")
+        return phase if phase in ("Succeeded", "Failed") else None
+
+    try:
+        phase = wait("the caller pod done", finished, timeout=180, every=2)
+        log = kubectl("logs", "caller", "-n", NAMESPACE, check=False).stdout
+        assert phase == "Succeeded", log[-2000:]
+        assert json.loads(log.strip().splitlines()[-1]) == {"no-token": 401, "other-audience": 401, "not-allowed": 403}
+    finally:
+        kubectl("delete", "pod", "caller", "-n", NAMESPACE, "--wait=false", check=False)
 
 
 def test_probes_need_no_token(guarded: dict[str, str]) -> None:
