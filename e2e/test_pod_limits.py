@@ -99,15 +99,19 @@ def _proc(name: str) -> Optional[Path]:
     return Path(f"/proc/{pid}") if pid.isdigit() and pid != "0" and Path(f"/proc/{pid}").exists() else None
 
 
-def _status(name: str, field: str) -> int:
+def _running(name: str) -> Path:
     proc = _proc(name)
     assert proc is not None, f"container {name} is not running"
+    return proc
+
+
+def _status(proc: Path, field: str) -> int:
     return int(next(line.split()[1] for line in (proc / "status").read_text().splitlines()
                     if line.startswith(field + ":")))
 
 
 def _threads(name: str) -> int:
-    return _status(name, "Threads")
+    return _status(_running(name), "Threads")
 
 
 def _release(name: str) -> None:
@@ -129,10 +133,9 @@ def _cgroup_bytes(name: str) -> int:
 
 def _rss_and_tmp(name: str) -> tuple[int, int]:
     """pyfunc's resident memory and the bytes used on the container's /tmp tmpfs."""
-    proc = _proc(name)
-    assert proc is not None, f"container {name} is not running"
+    proc = _running(name)
     tmp = os.statvfs(proc / "root" / "tmp")
-    return _status(name, "VmRSS") * 1024, (tmp.f_blocks - tmp.f_bfree) * tmp.f_frsize
+    return _status(proc, "VmRSS") * 1024, (tmp.f_blocks - tmp.f_bfree) * tmp.f_frsize
 
 
 def _started(name: str) -> int:
